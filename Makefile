@@ -1,0 +1,44 @@
+# Two commands on a fresh machine:  `make demo` (the main job)  and  `make test` (the test suite).
+# Both first run `make setup`: an idempotent step that creates .venv in the repo (reusing a valid
+# one whose requirements have not changed) and installs everything, this package included.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+REQS   := requirements/runtime.txt requirements/training.txt requirements/test.txt
+STAMP  := $(VENV)/.setup-stamp
+DEMO_BAG ?= vit_seg_node/data/bags/camvid_val_sample
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup demo test lint bench clean-venv
+
+setup:
+	@set -e; \
+	want="$$(cat $(REQS) requirements/ros.txt setup.py | sha256sum | cut -c1-16)-ros:$${ROS_DISTRO:-wheels}"; \
+	if [ -x $(PY) ] && $(PY) -c 'import sys' 2>/dev/null && [ "$$(cat $(STAMP) 2>/dev/null)" = "$$want" ]; then \
+	  echo "setup: $(VENV) is up to date"; exit 0; fi; \
+	if ! { [ -x $(PY) ] && $(PY) -c 'import sys' 2>/dev/null; }; then \
+	  rm -rf $(VENV); \
+	  if [ -n "$${ROS_DISTRO:-}" ]; then $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; fi; \
+	$(PY) -m pip install -q --upgrade pip setuptools wheel; \
+	ros=requirements/ros.txt; [ -n "$${ROS_DISTRO:-}" ] && { echo "setup: ROS_DISTRO=$$ROS_DISTRO, using the sourced rclpy"; ros=; }; \
+	$(PY) -m pip install -q $(addprefix -r ,$(REQS)) $${ros:+-r $$ros}; \
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .; \
+	test -x $(VENV)/bin/vit-seg && test -x $(VENV)/bin/vit_seg_node; \
+	echo "$$want" > $(STAMP); echo "setup: $(VENV) ready"
+
+demo: setup
+	$(VENV)/bin/vit-seg demo --out $(DEMO_OUT)
+
+test: setup
+	$(PY) -m pytest -q test
+
+lint: setup
+	$(PY) -m flake8 vit_seg_node training test launch setup.py
+
+bench: setup
+	$(VENV)/bin/vit-seg bench --config training/configs/bench_camvid.yaml --out docs/results
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,120 @@
+"""Export a trained model to ONNX (static shape), verify it in ONNX Runtime, write its model card.
+
+The exporter runs PyTorch and ONNX Runtime on the same real frames and refuses to write a model
+whose output disagrees beyond a tolerance. The file appears only after the check passes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import tempfile
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+from vit_seg_node.errors import UserError
+from vit_seg_node.runtime.card import ModelCard, save_card
+from vit_seg_node.runtime.processing import normalize, resize_to_input
+
+FORBIDDEN_OPS = {'Loop', 'If', 'Scan', 'NonZero', 'Unique', 'ScatterElements', 'ScatterND'}
+
+
+class ExportMismatch(UserError):
+    """ONNX Runtime disagrees with PyTorch on the verification frames."""
+
+
+def frames_to_batches(frames: Iterable[np.ndarray], card: ModelCard) -> list[np.ndarray]:
+    """Pre-process RGB uint8 frames exactly as the runtime does (one 1x3xHxW batch each)."""
+    return [normalize(resize_to_input(f, card)[0][None], card) for f in frames]
+
+
+def graph_problems(model_path: str | os.PathLike) -> list[str]:
+    """Return the reasons an ONNX graph is not a static-shape, control-flow-free graph."""
+    import onnx
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    problems = []
+    for node in m.graph.node:
+        if node.op_type in FORBIDDEN_OPS:
+            reduction = [a for a in node.attribute if a.name == 'reduction']
+            if node.op_type in ('ScatterND', 'ScatterElements') and not reduction:
+                problems.append(f'{node.op_type} node {node.name}')
+            elif node.op_type not in ('ScatterND', 'ScatterElements'):
+                problems.append(f'{node.op_type} node {node.name}')
+            else:
+                problems.append(f'{node.op_type} with reduction in {node.name}')
+    for vi in list(m.graph.input) + list(m.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if any(not d.HasField('dim_value') for d in dims):
+            problems.append(f'dynamic dimension in {vi.name}')
+    return problems
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Return ||a - b|| / ||b||."""
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def export_onnx(model: torch.nn.Module, card: ModelCard, out_path: str | os.PathLike,
+                frames: Iterable[np.ndarray], opset: int = 17, rtol: float = 1e-4,
+                max_label_mismatch: float = 1e-3) -> dict:
+    """Export ``model`` for ``card``'s static input, verify with ONNX Runtime, write model + card.
+
+    Returns the verification report (relative error, label agreement). Raises ExportMismatch and
+    writes nothing if ONNX Runtime disagrees with PyTorch beyond ``rtol`` (relative L2 error on
+    the logits) or ``max_label_mismatch`` (fraction of pixels whose argmax differs).
+    """
+    from vit_seg_node.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().float()
+    batches = frames_to_batches(frames, card)
+    if not batches:
+        raise UserError('export needs at least one real frame to verify against')
+    dummy = torch.from_numpy(batches[0])
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        tmp_model = Path(tmp) / out_path.name
+        with torch.no_grad():
+            torch.onnx.export(model, (dummy,), str(tmp_model), input_names=[card.input_name],
+                              output_names=[card.output_name], opset_version=opset,
+                              dynamo=False, do_constant_folding=True)
+        problems = graph_problems(tmp_model)
+        if problems:
+            raise UserError(f'exported graph is not static: {problems[:5]}')
+        save_card(card, tmp_model)
+        backend = OnnxRuntimeBackend(tmp_model, card, threads=0, providers=['CPUExecutionProvider'])
+        errs, mismatch = [], []
+        with torch.no_grad():
+            for b in batches:
+                ref = model(torch.from_numpy(b)).numpy()
+                got = backend.infer(b)
+                errs.append(relative_error(got, ref))
+                mismatch.append(float(np.mean(got.argmax(1) != ref.argmax(1))))
+        report = {'max_relative_error': max(errs), 'max_label_mismatch': max(mismatch),
+                  'frames': len(batches), 'opset': opset}
+        if max(errs) > rtol or max(mismatch) > max_label_mismatch:
+            raise ExportMismatch(f'ONNX Runtime disagrees with PyTorch: relative error '
+                                 f'{max(errs):.2e} (limit {rtol:.0e}), label mismatch '
+                                 f'{max(mismatch):.2e}; nothing written')
+        card.extra = {**card.extra, 'export_check': report}
+        os.replace(tmp_model, out_path)
+        save_card(card, out_path)
+    return report
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out_path: str | os.PathLike,
+                      frames: Iterable[np.ndarray], command: str = '', name: Optional[str] = None,
+                      opset: int = 17, metrics: Optional[dict] = None) -> dict:
+    """Export a training checkpoint (config.yaml beside it) with its model card."""
+    from training.checkpoint import load_model
+    from training.config import card_from_config
+
+    model, cfg = load_model(checkpoint)
+    card = card_from_config(cfg, name or Path(out_path).stem, command=command)
+    card.reduction = getattr(model, 'reduction_card', {'policy': 'none'})
+    if metrics:
+        card.metrics = metrics
+    return export_onnx(model, card, out_path, frames, opset=opset)

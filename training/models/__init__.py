@@ -1,0 +1,4 @@
+"""Segmentation models: registry of named variants, stems, decoders, the segmenter."""
+
+from training.models.registry import create_model, list_models, register_model  # noqa: F401
+from training.models import variants  # noqa: F401  (registers the named variants)

@@ -1,0 +1,173 @@
+"""``vit-seg``: the command line. Each subcommand is a thin wrapper over a library function.
+
+Errors the user can fix (bad paths, unreadable files, invalid model cards) print one line and
+exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import shlex
+import sys
+from typing import Callable, Optional
+
+from vit_seg_node.errors import UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _command_line() -> str:
+    return 'vit-seg ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def write_json(path: str | os.PathLike, obj: dict) -> None:
+    """Write a JSON report atomically."""
+    from vit_seg_node.runtime.card import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
+
+
+# ----------------------------------------------------------------------------- infer
+def cmd_infer(a: argparse.Namespace) -> int:
+    """Segment one image and write its colour mask (and optionally an overlay)."""
+    from vit_seg_node.runtime.pipeline import SegmentationPipeline, read_rgb, write_rgb
+    from vit_seg_node.runtime.processing import colorize, overlay
+
+    image = read_rgb(a.image)
+    pipe = SegmentationPipeline(a.model, backend=a.backend, threads=a.threads)
+    result = pipe(image)
+    color = colorize(result.labels, pipe.card)
+    write_rgb(a.out, color)
+    if a.overlay:
+        write_rgb(a.overlay, overlay(image, color, a.alpha))
+    if a.labels:
+        import cv2
+
+        cv2.imwrite(str(a.labels), result.labels)
+    print(f'{a.out}: {image.shape[1]}x{image.shape[0]}, pre {result.pre_ms:.1f} ms, '
+          f'infer {result.infer_ms:.1f} ms, post {result.post_ms:.1f} ms')
+    return 0
+
+
+# ----------------------------------------------------------------------------- train / eval
+def cmd_train(a: argparse.Namespace) -> int:
+    """Train from a config (resumable)."""
+    from training.train import train
+
+    print(json.dumps(train(a.config, resume=a.resume)))
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    """Score a checkpoint or an exported model on a dataset split."""
+    from training.data import SegmentationDataset
+
+    dataset = SegmentationDataset(a.data, a.split, None, cache=False)
+    if a.checkpoint:
+        import torch
+
+        from training.checkpoint import load_model
+        from training.config import card_from_config
+        from training.evaluate import evaluate_model
+
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        model, cfg = load_model(a.checkpoint)
+        report = evaluate_model(model, dataset, card_from_config(cfg, 'checkpoint'))
+        source = str(a.checkpoint)
+    else:
+        from training.evaluate import evaluate_predictor
+        from vit_seg_node.runtime.pipeline import SegmentationPipeline
+
+        pipe = SegmentationPipeline(a.model, backend=a.backend, threads=a.threads)
+        pairs = (dataset.load(i) for i in range(len(dataset)))
+        report = evaluate_predictor(pipe.backend.infer, pairs, pipe.card, limit=a.limit)
+        source = str(pipe.model_path)
+    report.update({'model': source, 'data': str(a.data), 'split': a.split})
+    if a.json:
+        write_json(a.json, report)
+    print(f'{source} on {a.data}/{a.split}: mIoU {report["miou"]:.4f}, pixel acc '
+          f'{report["pixel_acc"]:.4f}, {report["num_images"]} images')
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+def cmd_export(a: argparse.Namespace) -> int:
+    """Export a checkpoint to ONNX with its model card, verified against PyTorch."""
+    from training.data import SegmentationDataset
+    from training.export import export_checkpoint
+
+    ds = SegmentationDataset(a.frames, a.split, None, cache=False)
+    frames = [ds.load(i)[0] for i in range(min(a.num_frames, len(ds)))]
+    metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
+    rep = export_checkpoint(a.checkpoint, a.out, frames, command=_command_line(),
+                            name=a.name, opset=a.opset, metrics=metrics)
+    print(f'{a.out}: verified on {rep["frames"]} frames, relative error '
+          f'{rep["max_relative_error"]:.1e}, label mismatch {rep["max_label_mismatch"]:.1e}')
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``vit-seg`` argument parser."""
+    ap = argparse.ArgumentParser(prog='vit-seg', description='Frugal ViT semantic segmentation.')
+    sub = ap.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('infer', help='segment one image')
+    p.add_argument('--model', help='model file (.onnx/.engine) with its card; default: shipped')
+    p.add_argument('--image', required=True)
+    p.add_argument('--out', required=True, help='colour mask PNG (same size as the image)')
+    p.add_argument('--overlay', help='also write the mask blended over the image')
+    p.add_argument('--labels', help='also write the class-id map (mono PNG)')
+    p.add_argument('--alpha', type=float, default=0.5)
+    p.add_argument('--backend', default='auto')
+    p.add_argument('--threads', type=int, default=0)
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser('train', help='train a model from a YAML config')
+    p.add_argument('--config', required=True)
+    p.add_argument('--resume', action='store_true', help='continue from output_dir/last.pt')
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser('eval', help='mIoU of a checkpoint or exported model on a split')
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--checkpoint', help='training weights (config.yaml beside them)')
+    g.add_argument('--model', help='exported model with card; default: the shipped model')
+    p.add_argument('--data', required=True, help='dataset root (SegNet or images/masks layout)')
+    p.add_argument('--split', default='val', choices=['train', 'val', 'test'])
+    p.add_argument('--json', help='write the report here')
+    p.add_argument('--backend', default='auto')
+    p.add_argument('--threads', type=int, default=0)
+    p.add_argument('--limit', type=int, default=None, help='score only the first N frames')
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser('export', help='export a checkpoint to ONNX with its model card')
+    p.add_argument('--checkpoint', required=True)
+    p.add_argument('--out', required=True)
+    p.add_argument('--frames', required=True, help='dataset root with real frames to verify on')
+    p.add_argument('--split', default='val')
+    p.add_argument('--num-frames', type=int, default=4)
+    p.add_argument('--opset', type=int, default=17)
+    p.add_argument('--metrics', help='JSON of measured metrics to put in the card')
+    p.add_argument('--name', help='model name in the card (default: the output file stem)')
+    p.set_defaults(func=cmd_export)
+    return ap
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run ``vit-seg``; user errors give one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f'vit-seg {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ROS-free inference core: model card, processing, metrics, backends."""
