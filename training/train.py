@@ -68,8 +68,11 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, world: int = 1,
     perm = torch.randperm(n, generator=g).tolist()
     per_step = batch * world
     steps = n // per_step
-    return [[(epoch, i) for i in perm[s * per_step + rank * batch: s * per_step + (rank + 1) * batch]]
-            for s in range(steps)]
+    out = []
+    for s in range(steps):
+        lo = s * per_step + rank * batch
+        out.append([(epoch, i) for i in perm[lo:lo + batch]])
+    return out
 
 
 def _collate(items):

@@ -20,7 +20,8 @@ class ConvStemPatchEmbed(PatchEmbed):
         super().__init__(*args, **kwargs)
         ph, pw = self.patch_size
         if ph != pw or ph & (ph - 1) or ph < 4:
-            raise ValueError(f'conv stem needs a square power-of-two patch >= 4, got {self.patch_size}')
+            raise ValueError(f'conv stem needs a square power-of-two patch >= 4, '
+                             f'got {self.patch_size}')
         embed_dim = self.proj.out_channels
         in_chans = self.proj.in_channels
         n_down = ph.bit_length() - 1

@@ -58,7 +58,7 @@ def segvit_base(**kw: Any) -> Segmenter:
 
 @register_model
 def segvit_test(**kw: Any) -> Segmenter:
-    """A tiny variant for unit tests (32-d, 4 blocks, 2 heads): runs in milliseconds."""
+    """Build a tiny variant for unit tests (32-d, 4 blocks, 2 heads): runs in milliseconds."""
     kw.setdefault('decoder_args', {'d_model': 32, 'num_heads': 2, 'depth': 1})
     kw.setdefault('drop_path_rate', 0.0)
     return build_segmenter('vit_tiny_patch16_224', embed_dim=32, depth=4, num_heads=2, **kw)

@@ -25,6 +25,7 @@ RUNS = {'conv': {'model': {'stem': 'conv'}}, 'patch': {'model': {'stem': 'patch'
 
 
 def write_cfg(base: dict, name: str, overrides: dict, path: Path) -> Path:
+    """Write ``base`` updated section by section with ``overrides`` to ``path``."""
     cfg = json.loads(json.dumps(base))
     for sec, vals in overrides.items():
         cfg.setdefault(sec, {}).update(vals)
@@ -33,6 +34,7 @@ def write_cfg(base: dict, name: str, overrides: dict, path: Path) -> Path:
 
 
 def launch(cfgs: list[Path], timeout: float) -> None:
+    """Run one training process per config in parallel, killing them at the deadline."""
     procs = [subprocess.Popen([sys.executable, '-m', 'training.train', '--config', str(c)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for c in cfgs]
@@ -48,12 +50,14 @@ def launch(cfgs: list[Path], timeout: float) -> None:
 
 
 def rate(metrics: Path) -> float:
+    """Return training steps per second from a run's metrics.csv."""
     rows = [r for r in csv.DictReader(open(metrics)) if r['loss']]
     (s0, t0), (s1, t1) = [(int(r['step']), float(r['seconds'])) for r in (rows[1], rows[-1])]
     return (s1 - s0) / max(1e-6, t1 - t0)
 
 
 def main() -> None:
+    """Probe, train both runs, copy the results."""
     ap = argparse.ArgumentParser()
     ap.add_argument('--config', default='training/configs/camvid_vit_tiny.yaml')
     ap.add_argument('--data', default='.camvid')

@@ -68,7 +68,8 @@ def resize_to_input(image: np.ndarray, card: ModelCard) -> tuple[np.ndarray, Geo
 def normalize(images: np.ndarray, card: ModelCard) -> np.ndarray:
     """Map a uint8 batch NxHxWx3 (RGB) to the float32 NCHW tensor the network expects."""
     scale = (1.0 / (255.0 * np.asarray(card.std, np.float32))).reshape(1, 1, 1, 3)
-    shift = (np.asarray(card.mean, np.float32) / np.asarray(card.std, np.float32)).reshape(1, 1, 1, 3)
+    shift = (np.asarray(card.mean, np.float32) /
+             np.asarray(card.std, np.float32)).reshape(1, 1, 1, 3)
     x = images.astype(np.float32) * scale - shift
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 

@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny exported model, a few CamVid frames, ROS domain isolation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import sys
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MINI = ROOT / 'test' / 'data' / 'camvid_mini'
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope='session')
+def camvid_mini() -> Path:
+    """Return a few real CamVid frames in the SegNet layout (shipped with the tests)."""
+    return MINI
+
+
+@pytest.fixture(scope='session')
+def tiny_model(tmp_path_factory) -> Path:
+    """Export a tiny ViT segmenter (random weights, seeded) to ONNX with its card."""
+    import torch
+
+    from training.config import card_from_config, DEFAULTS, _merge
+    from training.data import SegmentationDataset
+    from training.export import export_onnx
+    from training.models import create_model
+
+    torch.manual_seed(0)
+    cfg = _merge(DEFAULTS, {'model': {'name': 'segvit_test', 'img_size': [64, 96],
+                                      'decoder': 'linear'}})
+    model = create_model('segvit_test', num_classes=11, img_size=(64, 96), decoder='linear')
+    card = card_from_config(cfg, 'tiny_test', command='pytest fixture')
+    frames = [SegmentationDataset(MINI, 'val', cache=False).load(i)[0] for i in range(2)]
+    out = tmp_path_factory.mktemp('models') / 'tiny.onnx'
+    export_onnx(model, card, out, frames)
+    return out
+
+
+def ros_domain(offset: int) -> int:
+    """Return a ROS_DOMAIN_ID for one test module, away from 0 and from other runs."""
+    return 100 + (os.getpid() + offset) % 100

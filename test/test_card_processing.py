@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import yaml
+
+from vit_seg_node.runtime.card import (CAMVID_CLASSES, CAMVID_PALETTE, card_path_for, load_card,
+                                       ModelCard, ModelCardError, save_card)
+from vit_seg_node.runtime.processing import (colorize, fit_geometry, overlay, postprocess,
+                                             preprocess)
+
+
+def make_card(**kw):
+    base = dict(name='t', input_height=32, input_width=48, classes=CAMVID_CLASSES,
+                palette=CAMVID_PALETTE, ignore_index=11)
+    base.update(kw)
+    return ModelCard(**base).validate()
+
+
+def test_card_round_trip(tmp_path):
+    card = make_card(reduction={'policy': 'tome', 'keep': [1.0, 0.5]},
+                     precision={'default': 'int8', 'layers': {'blocks.0.attn.qkv': 'fp16'}},
+                     command='vit-seg export ...')
+    model = tmp_path / 'm.onnx'
+    path = save_card(card, model)
+    assert path == card_path_for(model) == tmp_path / 'm.card.yaml'
+    back = load_card(model)
+    assert back == card
+
+
+@pytest.mark.parametrize('mutate, message', [
+    (lambda d: d.pop('input'), 'malformed'),
+    (lambda d: d.update(format='other/1'), 'format'),
+    (lambda d: d.update(classes=[]), 'no classes'),
+    (lambda d: d['input'].update(height=0), 'positive'),
+    (lambda d: d.update(palette=[[1, 2, 3]]), 'palette'),
+])
+def test_invalid_card_is_refused(tmp_path, mutate, message):
+    doc = make_card().to_dict()
+    mutate(doc)
+    (tmp_path / 'm.card.yaml').write_text(yaml.safe_dump(doc))
+    with pytest.raises(ModelCardError, match=message):
+        load_card(tmp_path / 'm.onnx')
+
+
+def test_missing_card(tmp_path):
+    with pytest.raises(ModelCardError, match='not found'):
+        load_card(tmp_path / 'none.onnx')
+
+
+def test_preprocess_shapes_and_normalisation():
+    card = make_card()
+    img = np.full((360, 480, 3), 255, np.uint8)
+    x, geo = preprocess(img, card)
+    assert x.shape == (1, 3, 32, 48) and x.dtype == np.float32
+    expected = (1.0 - np.array(card.mean)) / np.array(card.std)
+    assert np.allclose(x[0, :, 5, 5], expected, atol=1e-5)
+    assert (geo.src_height, geo.src_width) == (360, 480)
+
+
+def test_postprocess_restores_source_size_with_letterbox():
+    card = make_card(resize='letterbox')
+    geo = fit_geometry(100, 300, 32, 48, 'letterbox')
+    y0, x0, h, w = geo.roi
+    assert w == 48 and h == 16 and y0 == 8
+    logits = np.zeros((1, 11, 32, 48), np.float32)
+    logits[0, 3, y0:y0 + h, :24] = 1.0   # left half of the image region: class 3
+    logits[0, 5, y0:y0 + h, 24:] = 1.0   # right half: class 5
+    labels = postprocess(logits, geo, card)
+    assert labels.shape == (100, 300) and labels.dtype == np.uint8
+    assert (labels[:, :140] == 3).all() and (labels[:, 160:] == 5).all()
+
+
+def test_grayscale_is_accepted_and_bad_shapes_are_not():
+    card = make_card()
+    x, _ = preprocess(np.zeros((10, 10), np.uint8), card)
+    assert x.shape == (1, 3, 32, 48)
+    with pytest.raises(ValueError):
+        preprocess(np.zeros((0, 10, 3), np.uint8), card)
+    with pytest.raises(ValueError):
+        preprocess(np.zeros((10, 10, 3), np.float32), card)
+
+
+def test_colorize_and_overlay():
+    card = make_card()
+    labels = np.array([[0, 3], [11, 255]], np.uint8)
+    color = colorize(labels, card)
+    assert color[0, 0].tolist() == CAMVID_PALETTE[0]
+    assert color[0, 1].tolist() == CAMVID_PALETTE[3]
+    assert color[1, 1].tolist() == [0, 0, 0]
+    img = np.full((2, 2, 3), 100, np.uint8)
+    assert (overlay(img, color, 0.0) == img).all()
+    assert (overlay(img, color, 1.0) == color).all()

@@ -1,0 +1,220 @@
+"""vit_seg_node as a separate process, driven over real Fast DDS on an isolated domain."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import cv2
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from sensor_msgs.msg import CompressedImage, Image
+import yaml
+
+from conftest import ros_domain
+from ros_utils import image_msg, mask_of, node_process, NODE_EXE, Probe, wait_for
+from training.data import SegmentationDataset
+from vit_seg_node.runtime.pipeline import SegmentationPipeline
+
+DOMAIN = ros_domain(7)
+
+
+@pytest.fixture(scope='module')
+def frames(camvid_mini):
+    ds = SegmentationDataset(camvid_mini, 'val', cache=False)
+    return [ds.load(i)[0] for i in range(len(ds))]
+
+
+@pytest.fixture()
+def probe():
+    p = Probe(DOMAIN)
+    yield p
+    p.close()
+
+
+def publish_one(pub, msg, received, timeout=30.0):
+    """Publish one message once the node subscribes; return the next message received.
+
+    Discovery is asymmetric: the node may see our subscription a moment after we see its
+    publisher, and best-effort samples sent before that are lost, so resend a few times.
+    """
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 20), 'node never subscribed'
+    n = len(received)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pub.publish(msg)
+        if wait_for(lambda: len(received) > n, 3.0):
+            return received[n][1]
+    raise AssertionError('no answer')
+
+
+def diagnostics_values(diag):
+    msgs = [m for _, m in diag if m.status and m.status[0].name.startswith('vit_seg_node')]
+    st = msgs[-1].status[0]
+    return st, {kv.key: kv.value for kv in st.values}
+
+
+def test_raw_frames_give_masks_with_same_header(tiny_model, frames, probe):
+    pipe = SegmentationPipeline(tiny_model, threads=1)
+    masks = probe.collect(Image, '/vit_seg_node/class_mask')
+    pub = probe.publisher(Image, '/image')
+    with node_process(DOMAIN, {'model_path': tiny_model, 'threads': 1}):
+        for i, enc in enumerate(['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8']):
+            rgb = frames[i % len(frames)]
+            msg = image_msg(rgb, stamp_ns=1_000_000_000 * (i + 1) + 123, frame_id=f'cam{i}',
+                            encoding=enc)
+            out = publish_one(pub, msg, masks)
+            assert out.header.frame_id == f'cam{i}'
+            assert (out.header.stamp.sec, out.header.stamp.nanosec) == (i + 1, 123)
+            assert out.encoding == 'mono8'
+            assert (out.height, out.width) == rgb.shape[:2]
+            src = rgb if enc != 'mono8' else cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
+                                                          cv2.COLOR_GRAY2RGB)
+            assert np.array_equal(mask_of(out), pipe(src).labels), enc
+
+
+def test_compressed_input_matches_raw(tiny_model, frames, probe):
+    pipe = SegmentationPipeline(tiny_model, threads=1)
+    masks = probe.collect(Image, '/vit_seg_node/class_mask')
+    pub = probe.publisher(CompressedImage, '/image/compressed')
+    with node_process(DOMAIN, {'model_path': tiny_model, 'input_transport': 'compressed',
+                               'threads': 1}):
+        for i, rgb in enumerate(frames):
+            ok, jpg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, 95])
+            m = CompressedImage(format='jpeg', data=jpg.tobytes())
+            m.header.stamp.sec = i + 1
+            got = mask_of(publish_one(pub, m, masks))
+            agree = np.mean(got == pipe(rgb).labels)
+            assert agree > 0.9, agree
+
+
+def malformed_messages(rgb):
+    good = image_msg(rgb, 1)
+    bad = []
+    m = image_msg(rgb, 1, encoding='rgb8')
+    m.encoding = '32FC1'
+    bad.append(('encoding', m))
+    m = image_msg(rgb, 1)
+    m.height = m.width = 0
+    m.step = 0
+    m.data = b''
+    bad.append(('zero_size', m))
+    m = image_msg(rgb, 1)
+    m.data = bytes(good.data)[:1000]
+    bad.append(('truncated', m))
+    m = image_msg(rgb, 1)
+    m.step = 10
+    bad.append(('step', m))
+    return bad
+
+
+def test_flood_of_malformed_frames_leaves_node_alive(tiny_model, frames, probe):
+    masks = probe.collect(Image, '/vit_seg_node/class_mask')
+    diag = probe.collect(DiagnosticArray, '/diagnostics', 10)
+    pub = probe.publisher(Image, '/image', 100)
+    cpub = probe.publisher(CompressedImage, '/image/compressed', 100)
+    bad = malformed_messages(frames[0])
+    with node_process(DOMAIN, {'model_path': tiny_model, 'threads': 1, 'qos': 'reliable'}) as p:
+        assert wait_for(lambda: pub.get_subscription_count() > 0, 20)
+        for i in range(200):
+            reason, m = bad[i % len(bad)]
+            pub.publish(m)
+            time.sleep(0.002)
+        assert wait_for(lambda: diag and int(diagnostics_values(diag)[1].get(
+            'frames_rejected', 0)) >= 150, 30)
+        publish_one(pub, image_msg(frames[0], 5), masks)
+        assert p.poll() is None
+        time.sleep(1.2)
+        st, values = diagnostics_values(diag)
+        rejected = int(values['frames_rejected'])
+        dropped = int(values['frames_dropped'])
+        # every malformed frame is either rejected or replaced while waiting (dropped)
+        assert rejected + dropped >= 200
+        for reason in ('encoding', 'zero_size', 'truncated', 'step'):
+            assert int(values.get(f'rejected_{reason}', 0)) > 0, reason
+    # the compressed path rejects undecodable data the same way
+    with node_process(DOMAIN, {'model_path': tiny_model, 'threads': 1, 'qos': 'reliable',
+                               'input_transport': 'compressed'}) as p:
+        assert wait_for(lambda: cpub.get_subscription_count() > 0, 20)
+        diag.clear()
+        for _ in range(20):
+            cpub.publish(CompressedImage(format='jpeg', data=b'\xff\xd8garbage'))
+        assert wait_for(lambda: diag and int(diagnostics_values(diag)[1].get(
+            'rejected_undecodable', 0)) > 0, 30)
+        assert p.poll() is None
+
+
+def test_params_file_is_honoured_and_bad_values_refused(tiny_model, frames, probe, tmp_path):
+    params = yaml.safe_load(open('config/vit_seg.yaml'))
+    params['/**']['ros__parameters'].update(output_resolution='network', overlay_alpha=0.25,
+                                            model_path=str(tiny_model), threads=1)
+    pfile = tmp_path / 'p.yaml'
+    pfile.write_text(yaml.safe_dump(params))
+    masks = probe.collect(Image, '/vit_seg_node/class_mask')
+    pub = probe.publisher(Image, '/image')
+    client = probe.node.create_client(SetParameters, '/vit_seg_node/set_parameters')
+    with node_process(DOMAIN, {}, ['--params-file', str(pfile)]):
+        out = publish_one(pub, image_msg(frames[0], 1), masks)
+        assert (out.height, out.width) == (64, 96)  # network resolution from the params file
+        assert client.wait_for_service(20)
+
+        def set_param(name, value):
+            v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+            fut = client.call_async(SetParameters.Request(parameters=[
+                ParameterMsg(name=name, value=v)]))
+            assert wait_for(fut.done, 20)
+            return fut.result().results[0]
+        res = set_param('overlay_alpha', 1.5)
+        assert not res.successful and 'overlay_alpha' in res.reason
+        assert set_param('overlay_alpha', 0.75).successful
+        res = set_param('max_fps', -1.0)
+        assert not res.successful and 'max_fps' in res.reason
+
+
+def test_diagnostics_latency_agrees_with_measured(frames, probe):
+    # the shipped reference model: long enough inference for a meaningful comparison
+    masks = probe.collect(Image, '/vit_seg_node/class_mask')
+    diag = probe.collect(DiagnosticArray, '/diagnostics', 10)
+    pub = probe.publisher(Image, '/image')
+    sent = {}
+    with node_process(DOMAIN, {'threads': 1}):
+        assert diag == [] or diagnostics_values(diag)[0].level == DiagnosticStatus.STALE
+        assert wait_for(lambda: diag, 10)
+        assert diagnostics_values(diag)[0].level == DiagnosticStatus.STALE
+        assert wait_for(lambda: pub.get_subscription_count() > 0, 20)
+        for i in range(12):
+            t = time.time()
+            stamp = probe.node.get_clock().now().nanoseconds
+            msg = image_msg(frames[i % len(frames)], stamp)
+            sent[stamp] = t
+            n = len(masks)
+            pub.publish(msg)
+            assert wait_for(lambda: len(masks) > n, 30)
+            time.sleep(0.1)
+        time.sleep(1.5)
+        st, values = diagnostics_values(diag)
+    measured = []
+    for t_recv, m in masks[2:]:
+        stamp = m.header.stamp.sec * 10 ** 9 + m.header.stamp.nanosec
+        measured.append((t_recv - sent[stamp]) * 1e3)
+    reported = float(values['latency_end_to_end_p50_ms'])
+    ours = float(np.median(measured))
+    assert st.level == DiagnosticStatus.OK
+    assert abs(reported - ours) <= 0.2 * ours, (reported, ours)
+    assert int(values['frames_dropped']) == 0
+
+
+def test_startup_failures_exit_nonzero(tmp_path):
+    env_domain = {'ROS_DOMAIN_ID': str(DOMAIN)}
+    import os
+    for params in (['-p', f'model_path:={tmp_path / "missing.onnx"}'],
+                   ['-p', 'overlay_alpha:=3.0'], ['-p', 'backend:=nope']):
+        r = subprocess.run([NODE_EXE, '--ros-args'] + params, capture_output=True, text=True,
+                           timeout=60, env={**os.environ, **env_domain})
+        assert r.returncode != 0, params
+        out = r.stdout + r.stderr
+        assert 'FATAL' in out and 'Traceback' not in out, out

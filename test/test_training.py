@@ -1,0 +1,112 @@
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from training.config import load_config
+from training.data import DatasetError, find_split, SegmentationDataset
+from training.train import epoch_batches, train
+from training.transforms import TrainTransform
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / 'training' / 'configs' / 'test_tiny.yaml'
+
+
+def tiny_config(tmp_path: Path, **train_overrides) -> Path:
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg['output_dir'] = str(tmp_path / 'run')
+    cfg['data']['root'] = str(ROOT / 'test' / 'data' / 'camvid_mini')
+    cfg['train'].update(train_overrides)
+    p = tmp_path / 'cfg.yaml'
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def losses(run: Path) -> list[float]:
+    rows = (run / 'metrics.csv').read_text().splitlines()[1:]
+    return [float(r.split(',')[2]) for r in rows if r.split(',')[2]]
+
+
+def test_loss_decreases_over_30_steps(tmp_path):
+    summary = train(str(tiny_config(tmp_path, log_every=1, max_steps=30)))
+    assert summary['steps'] == 30
+    ls = losses(tmp_path / 'run')
+    assert len(ls) == 30
+    assert sum(ls[-5:]) / 5 < 0.8 * sum(ls[:5]) / 5
+    saved = load_config(tmp_path / 'run' / 'config.yaml')
+    assert saved['resolved'] and len(saved['data']['class_weights']) == 11
+
+
+def test_killed_and_resumed_run_is_bit_identical(tmp_path):
+    ref_dir, kill_dir = tmp_path / 'ref', tmp_path / 'kill'
+    ref_dir.mkdir()
+    kill_dir.mkdir()
+    overrides = dict(max_steps=40, checkpoint_every=3, log_every=1)
+    train(str(tiny_config(ref_dir, **overrides)))
+    cfg = tiny_config(kill_dir, **overrides)
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    cmd = [sys.executable, '-m', 'training.train', '--config', str(cfg)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = kill_dir / 'run' / 'last.pt'
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (kill_dir / 'run' / 'summary.json').exists(), 'run finished before the kill'
+    killed_at = torch.load(last, weights_only=True)['step']
+    assert 0 < killed_at < 40
+    r = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = torch.load(ref_dir / 'run' / 'last.pt', weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a['step'] == b['step'] == 40
+    for k in a['model']:
+        assert torch.equal(a['model'][k], b['model'][k]), k
+    for (sa, sb) in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
+        assert torch.equal(sa['exp_avg'], sb['exp_avg'])
+
+
+def test_fresh_run_refuses_to_overwrite(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=2)
+    train(str(cfg))
+    with pytest.raises(Exception, match='--resume'):
+        train(str(cfg))
+
+
+def test_epoch_order_and_augmentation_are_seeded(camvid_mini):
+    a = epoch_batches(7, 2, seed=3, epoch=5)
+    assert a == epoch_batches(7, 2, seed=3, epoch=5)
+    assert a != epoch_batches(7, 2, seed=3, epoch=6)
+    shards = [epoch_batches(7, 1, 3, 5, world=2, rank=r) for r in (0, 1)]
+    assert not set(sum(shards[0], [])) & set(sum(shards[1], []))
+    t = TrainTransform(crop=(64, 96), mean=[0.5] * 3, std=[0.5] * 3, ignore_index=11, seed=1)
+    ds = SegmentationDataset(camvid_mini, 'train', t)
+    x1, y1 = ds[(2, 1)]
+    x2, y2 = ds[(2, 1)]
+    x3, _ = ds[(3, 1)]
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and not torch.equal(x1, x3)
+    assert x1.shape == (3, 64, 96) and y1.shape == (64, 96)
+
+
+def test_dataset_errors(tmp_path, camvid_mini):
+    with pytest.raises(DatasetError, match='not found'):
+        find_split(tmp_path / 'none', 'val')
+    (tmp_path / 'val').mkdir()
+    (tmp_path / 'valannot').mkdir()
+    with pytest.raises(DatasetError, match='empty'):
+        find_split(tmp_path, 'val')
+    import shutil
+    src = sorted((camvid_mini / 'val').iterdir())[0]
+    shutil.copy(src, tmp_path / 'val' / 'a.png')
+    shutil.copy(src, tmp_path / 'valannot' / 'b.png')
+    with pytest.raises(DatasetError, match='do not match'):
+        find_split(tmp_path, 'val')

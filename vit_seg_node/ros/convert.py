@@ -1,0 +1,78 @@
+"""sensor_msgs <-> numpy without cv_bridge, with strict validation of incoming frames."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# encoding -> (channels, conversion to RGB or None)
+ENCODINGS = {
+    'rgb8': (3, None),
+    'bgr8': (3, cv2.COLOR_BGR2RGB),
+    'rgba8': (4, cv2.COLOR_RGBA2RGB),
+    'bgra8': (4, cv2.COLOR_BGRA2RGB),
+    'mono8': (1, cv2.COLOR_GRAY2RGB),
+}
+
+
+class FrameError(ValueError):
+    """An incoming frame cannot be turned into an image; ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f'{reason}: {detail}')
+        self.reason = reason
+
+
+def as_uint8(data) -> np.ndarray:
+    """View a message's byte payload (array.array, bytes, ndarray or list) as uint8, no copy."""
+    if isinstance(data, np.ndarray):
+        return data.view(np.uint8).ravel()
+    try:
+        return np.frombuffer(memoryview(data), np.uint8)
+    except TypeError:
+        return np.asarray(data, np.uint8)
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """Return an HxWx3 uint8 RGB array from a sensor_msgs/Image (copying, validated)."""
+    enc = msg.encoding.lower()
+    if enc not in ENCODINGS:
+        raise FrameError('encoding', f'unsupported encoding {msg.encoding!r} '
+                         f'(supported: {", ".join(ENCODINGS)})')
+    channels, conv = ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise FrameError('zero_size', f'image is {w}x{h}')
+    if step < w * channels:
+        raise FrameError('step', f'step {step} < width {w} x {channels} channels')
+    data = as_uint8(msg.data)
+    if data.size < step * h:
+        raise FrameError('truncated', f'{data.size} bytes for {h} rows of {step}')
+    rows = data[:step * h].reshape(h, step)[:, :w * channels]
+    img = rows.reshape(h, w, channels) if channels > 1 else rows.reshape(h, w)
+    if conv is None:
+        return np.ascontiguousarray(img)
+    return cv2.cvtColor(np.ascontiguousarray(img), conv)
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (JPEG/PNG) to RGB uint8."""
+    data = as_uint8(msg.data)
+    if data.size == 0:
+        raise FrameError('zero_size', 'compressed image has no data')
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise FrameError('undecodable', f'cannot decode {msg.format or "compressed"} data '
+                         f'({data.size} bytes)')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def fill_image(msg, array: np.ndarray, encoding: str, header) -> None:
+    """Fill a sensor_msgs/Image from a contiguous uint8 array (mono8 HxW or rgb8 HxWx3)."""
+    array = np.ascontiguousarray(array, np.uint8)
+    msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(array.strides[0])
+    msg.data = array.tobytes()

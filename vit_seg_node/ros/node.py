@@ -1,0 +1,353 @@
+"""The ``vit_seg_node`` ROS 2 node: camera images in, class masks out, diagnostics at 1 Hz.
+
+Subscribes ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage)
+and ``camera_info``; publishes ``~/class_mask`` (mono8), ``~/color_mask`` and ``~/overlay``
+(rgb8, computed only when subscribed) and ``~/camera_info`` scaled to the mask. Every output
+carries the input header unchanged. Inference runs on a worker thread with a latest-frame slot:
+the executor never blocks, and a frame replaced while waiting is counted as dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import rclpy
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy, HistoryPolicy
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from vit_seg_node.errors import UserError
+from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, image_to_rgb
+from vit_seg_node.runtime.backends import BACKENDS, SUFFIX_BACKEND
+from vit_seg_node.runtime.pipeline import default_model_path, SegmentationPipeline
+from vit_seg_node.runtime.processing import colorize, overlay, preprocess, restore_labels, \
+    to_labels
+from vit_seg_node.runtime.stats import LatencyWindow, RateMeter
+
+CHOICES = {
+    'backend': ('auto',) + tuple(BACKENDS),
+    'input_transport': ('raw', 'compressed'),
+    'qos': ('sensor_data', 'reliable'),
+    'output_resolution': ('input', 'network'),
+}
+# name -> (default, description, read_only)
+PARAMETERS: dict[str, tuple[Any, str, bool]] = {
+    'model_path': ('', 'ONNX model or TensorRT engine with its .card.yaml beside it; '
+                       'empty: the shipped default model', True),
+    'backend': ('auto', 'auto | tensorrt | onnxruntime | torch (auto: by file suffix)', True),
+    'threads': (0, 'CPU threads for the backend (0: backend default)', True),
+    'input_transport': ('raw', 'raw: subscribe image; compressed: image/compressed', True),
+    'qos': ('sensor_data', 'sensor_data (best effort, REP-2003) or reliable', True),
+    'output_resolution': ('input', 'input: masks at the camera resolution; network: at the '
+                                   'model input size', False),
+    'max_fps': (0.0, 'accept at most this many frames per second (0: no limit)', False),
+    'overlay_alpha': (0.5, 'weight of the colour mask in ~/overlay, 0..1', False),
+    'enable': (True, 'false: ignore incoming frames', False),
+    'expected_fps': (0.0, 'diagnostics WARN when the output rate falls below this (0: off)',
+                     False),
+    'stale_timeout': (5.0, 'diagnostics ERROR when no frame arrived for this many seconds',
+                      False),
+}
+
+
+class StartupError(Exception):
+    """The node cannot start (missing or invalid model, bad parameters)."""
+
+
+def validate_parameter(name: str, value: Any) -> Optional[str]:
+    """Return why ``value`` is invalid for ``name``, or None if it is fine."""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f'{name} must be one of {list(CHOICES[name])}, got {value!r}'
+    if name == 'max_fps' and not value >= 0.0:
+        return f'max_fps must be >= 0, got {value}'
+    if name == 'expected_fps' and not value >= 0.0:
+        return f'expected_fps must be >= 0, got {value}'
+    if name == 'stale_timeout' and not value > 0.0:
+        return f'stale_timeout must be > 0, got {value}'
+    if name == 'overlay_alpha' and not 0.0 <= value <= 1.0:
+        return f'overlay_alpha must be in [0, 1], got {value}'
+    if name == 'threads' and value < 0:
+        return f'threads must be >= 0, got {value}'
+    if name == 'model_path' and value:
+        p = Path(value)
+        if p.suffix.lower() not in SUFFIX_BACKEND:
+            return f'model_path {value!r} has an unknown suffix (known: {sorted(SUFFIX_BACKEND)})'
+    return None
+
+
+def stamp_to_s(stamp) -> float:
+    """Return a builtin_interfaces/Time as float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def scaled_camera_info(info: CameraInfo, geo, out_h: int, out_w: int, header) -> CameraInfo:
+    """Return ``info`` rescaled to the mask resolution (identity when it equals the input)."""
+    out = CameraInfo()
+    out.header = header
+    out.height, out.width = out_h, out_w
+    out.distortion_model, out.d, out.r = info.distortion_model, info.d, info.r
+    y0, x0, h, w = geo.roi
+    if (out_h, out_w) == (geo.src_height, geo.src_width):
+        sx = sy = 1.0
+        ox = oy = 0.0
+    else:
+        sx, sy = w / geo.src_width, h / geo.src_height
+        ox, oy = float(x0), float(y0)
+    k = list(info.k)
+    k[0], k[2], k[4], k[5] = k[0] * sx, k[2] * sx + ox, k[4] * sy, k[5] * sy + oy
+    p = list(info.p)
+    p[0], p[2], p[3], p[5], p[6] = p[0] * sx, p[2] * sx + ox, p[3] * sx, p[5] * sy, p[6] * sy + oy
+    out.k, out.p = k, p
+    out.binning_x, out.binning_y, out.roi = info.binning_x, info.binning_y, info.roi
+    return out
+
+
+class SegmentationNode(Node):
+    """Camera in, masks out; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('vit_seg_node', **kwargs)
+        for name, (default, desc, ro) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=desc, read_only=ro)
+            self.declare_parameter(name, default, descriptor)
+        for name in PARAMETERS:
+            reason = validate_parameter(name, self.get_parameter(name).value)
+            if reason:
+                raise StartupError(f'invalid parameter: {reason}')
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        p = {n: self.get_parameter(n).value for n in PARAMETERS}
+        model_path = p['model_path'] or str(default_model_path())
+        try:
+            self.pipeline = SegmentationPipeline(model_path, backend=p['backend'],
+                                                 threads=p['threads'])
+        except UserError as exc:
+            raise StartupError(f'cannot load model: {exc}') from None
+        self.card = self.pipeline.card
+        self.backend_name = self.pipeline.backend.name
+
+        self._lock = threading.Condition()
+        self._pending: Optional[tuple[Any, float]] = None
+        self._stop = False
+        self._camera_info: Optional[CameraInfo] = None
+        self._last_accept = 0.0
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.rejects: collections.Counter[str] = collections.Counter()
+        self.rate_in, self.rate_out = RateMeter(), RateMeter()
+        self.lat = {k: LatencyWindow() for k in ('pre', 'infer', 'post', 'end_to_end',
+                                                 'receive_to_publish')}
+        self._started = time.monotonic()
+
+        qos = qos_profile_sensor_data if p['qos'] == 'sensor_data' else QoSProfile(
+            reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+        self.pub_mask = self.create_publisher(Image, '~/class_mask', qos)
+        self.pub_color = self.create_publisher(Image, '~/color_mask', qos)
+        self.pub_overlay = self.create_publisher(Image, '~/overlay', qos)
+        self.pub_info = self.create_publisher(CameraInfo, '~/camera_info', qos)
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        if p['input_transport'] == 'raw':
+            self.sub_image = self.create_subscription(Image, 'image', self._on_frame, qos)
+        else:
+            self.sub_image = self.create_subscription(CompressedImage, 'image/compressed',
+                                                      self._on_frame, qos)
+        self.sub_info = self.create_subscription(CameraInfo, 'camera_info', self._on_info, qos)
+        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name='vit_seg_worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f'ready: model {self.pipeline.model_path} ({self.card.name}), backend '
+            f'{self.backend_name}, input {self.card.input_width}x{self.card.input_height}, '
+            f'subscribing {self.sub_image.topic_name} ({p["qos"]})')
+
+    # ------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for prm in params:
+            if prm.name in PARAMETERS:
+                reason = validate_parameter(prm.name, prm.value)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def param(self, name: str) -> Any:
+        """Return the current value of a parameter."""
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_frame(self, msg: Any) -> None:
+        """Keep only the latest frame; never block the executor."""
+        now = time.monotonic()
+        self.rate_in.tick(now)
+        self.counters['received'] += 1
+        if not self.param('enable'):
+            self.counters['disabled'] += 1
+            return
+        max_fps = self.param('max_fps')
+        if max_fps > 0 and now - self._last_accept < 1.0 / max_fps:
+            self.counters['throttled'] += 1
+            return
+        self._last_accept = now
+        with self._lock:
+            if self._pending is not None:
+                self.counters['dropped'] += 1
+            self._pending = (msg, now)
+            self._lock.notify()
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stop:
+                    self._lock.wait(0.5)
+                if self._stop:
+                    return
+                msg, received = self._pending
+                self._pending = None
+            try:
+                self._process(msg, received)
+            except FrameError as exc:
+                self.rejects[exc.reason] += 1
+                self.get_logger().warn(f'frame skipped: {exc}', throttle_duration_sec=5.0)
+            except Exception as exc:  # keep the node alive whatever one frame does
+                self.rejects['error'] += 1
+                self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
+                                        throttle_duration_sec=5.0)
+
+    def _process(self, msg: Any, received: float) -> None:
+        t0 = time.perf_counter()
+        rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+        batch, geo = preprocess(rgb, self.card)
+        t1 = time.perf_counter()
+        out = self.pipeline.backend.infer(batch)
+        t2 = time.perf_counter()
+        labels = to_labels(out, self.card.output_kind)[0]
+        if self.param('output_resolution') == 'input':
+            labels = restore_labels(labels, geo)
+            shown = rgb
+        else:
+            shown = None
+        header = msg.header
+        mask_msg = Image()
+        fill_image(mask_msg, labels, 'mono8', header)
+        self.pub_mask.publish(mask_msg)
+        want_color = self.pub_color.get_subscription_count() > 0
+        want_overlay = self.pub_overlay.get_subscription_count() > 0
+        if want_color or want_overlay:
+            color = colorize(labels, self.card)
+            if want_color:
+                m = Image()
+                fill_image(m, color, 'rgb8', header)
+                self.pub_color.publish(m)
+            if want_overlay:
+                if shown is None:
+                    import cv2
+
+                    shown = cv2.resize(rgb, (labels.shape[1], labels.shape[0]))
+                m = Image()
+                fill_image(m, overlay(shown, color, self.param('overlay_alpha')), 'rgb8', header)
+                self.pub_overlay.publish(m)
+        if self._camera_info is not None:
+            self.pub_info.publish(scaled_camera_info(self._camera_info, geo, labels.shape[0],
+                                                     labels.shape[1], header))
+        t3 = time.perf_counter()
+        self.counters['published'] += 1
+        self.rate_out.tick()
+        self.lat['pre'].add((t1 - t0) * 1e3)
+        self.lat['infer'].add((t2 - t1) * 1e3)
+        self.lat['post'].add((t3 - t2) * 1e3)
+        self.lat['receive_to_publish'].add((time.monotonic() - received) * 1e3)
+        stamp = stamp_to_s(header.stamp)
+        if stamp > 0:
+            now = self.get_clock().now().nanoseconds * 1e-9
+            self.lat['end_to_end'].add((now - stamp) * 1e3)
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """Return the node's status in the spirit of diagnostic_updater's frequency checks."""
+        st = DiagnosticStatus()
+        st.name = 'vit_seg_node: segmentation'
+        st.hardware_id = f'{self.backend_name}:{self.card.name}'
+        now = time.monotonic()
+        out_rate = self.rate_out.rate(now)
+        values: dict[str, Any] = {
+            'backend': self.backend_name, 'model': str(self.pipeline.model_path),
+            'precision': self.card.precision.get('default', 'fp32'),
+            'token_budget': self.card.reduction.get('keep', self.card.reduction.get('policy')),
+            'reduction_policy': self.card.reduction.get('policy', 'none'),
+            'input_rate_hz': f'{self.rate_in.rate(now):.2f}', 'output_rate_hz': f'{out_rate:.2f}',
+            'frames_received': self.counters['received'],
+            'frames_published': self.counters['published'],
+            'frames_dropped': self.counters['dropped'],
+            'frames_throttled': self.counters['throttled'],
+            'frames_rejected': sum(self.rejects.values()),
+        }
+        for reason, n in sorted(self.rejects.items()):
+            values[f'rejected_{reason}'] = n
+        for stage, win in self.lat.items():
+            pct = win.percentiles()
+            for q, v in (pct or {}).items():
+                values[f'latency_{stage}_{q}_ms'] = f'{v:.2f}'
+        last = self.rate_in.last
+        expected = self.param('expected_fps')
+        if last is None:
+            st.level, st.message = DiagnosticStatus.STALE, 'no frame received yet'
+        elif now - last > self.param('stale_timeout'):
+            st.level, st.message = DiagnosticStatus.ERROR, f'no frame for {now - last:.1f} s'
+        elif expected > 0 and out_rate < expected:
+            st.level = DiagnosticStatus.WARN
+            st.message = f'output rate {out_rate:.1f} Hz below expected {expected:.1f} Hz'
+        elif self.rejects and self.counters['published'] == 0:
+            st.level, st.message = DiagnosticStatus.WARN, 'all frames rejected so far'
+        else:
+            st.level, st.message = DiagnosticStatus.OK, f'{out_rate:.1f} Hz'
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        return st
+
+    def publish_diagnostics(self) -> None:
+        """Publish one DiagnosticArray on /diagnostics."""
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [self.diagnostic_status()]
+        self.pub_diag.publish(arr)
+
+    def stop(self) -> None:
+        """Stop the worker thread."""
+        with self._lock:
+            self._stop = True
+            self._lock.notify()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    """Run the node until shutdown; exit code 1 with one fatal line if it cannot start."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = SegmentationNode()
+        rclpy.spin(node)
+    except StartupError as exc:
+        rclpy.logging.get_logger('vit_seg_node').fatal(str(exc))
+        code = 1
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
