@@ -110,6 +110,69 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- build-engine
+def cmd_build_engine(a: argparse.Namespace) -> int:
+    """Build (or reuse) a TensorRT engine from an exported ONNX file."""
+    import shutil
+
+    from vit_seg_node.runtime.backends.tensorrt_backend import build_or_reuse
+    from vit_seg_node.runtime.card import card_path_for, load_card
+
+    card = load_card(a.onnx)
+    cached = build_or_reuse(a.onnx, card, cache_dir=a.cache_dir, force=a.force)
+    if a.out:
+        shutil.copy(cached, a.out)
+        shutil.copy(card_path_for(a.onnx), card_path_for(a.out))
+        print(f'{a.out} (cached as {cached})')
+    return 0
+
+
+# ----------------------------------------------------------------------------- bags
+def cmd_make_bag(a: argparse.Namespace) -> int:
+    """Write a rosbag2 from an image folder (and label maps)."""
+    from vit_seg_node.bags.make_bag import make_bag
+
+    s = make_bag(a.images, a.out, labels=a.labels, storage=a.storage, rate=a.rate,
+                 compressed=a.compressed, limit=a.limit, overwrite=a.overwrite)
+    print(f'{s["bag"]}: {s["frames"]} frames on {s["image_topic"]}'
+          + (f' with ground truth on {s["gt_topic"]}' if s['gt_topic'] else '')
+          + f' ({s["storage"]})')
+    return 0
+
+
+def _print_replay(r: dict) -> None:
+    from vit_seg_node.bags.replay import markdown
+
+    print(markdown(r))
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    """Replay a bag through the node over DDS and score it."""
+    from vit_seg_node.bags.replay import replay
+
+    r = replay(a.bag, a.json, model=a.model, node_running=a.node_running, rate=a.rate,
+               image_topic=a.image_topic, gt_topic=a.gt_topic, qos=a.qos, limit=a.limit,
+               threads=a.threads, domain=a.domain_id, backend=a.backend)
+    _print_replay(r)
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    """Replay the shipped sample bag through the node with the shipped model."""
+    from vit_seg_node.bags.replay import replay
+    from vit_seg_node.runtime.pipeline import DATA_DIR
+
+    bag = DATA_DIR / 'bags' / 'camvid_val_sample'
+    out = Path(a.out)
+    print(f'demo: replaying {bag} through vit_seg_node (shipped model) at x{a.rate}, '
+          f'ROS domain {a.domain_id}...', flush=True)
+    r = replay(bag, out / 'replay.json', rate=a.rate, limit=a.limit, threads=a.threads,
+               domain=a.domain_id, qos='reliable')
+    _print_replay(r)
+    print(f'demo: report in {out}/replay.json, replay.md and replay_overlay_*.png')
+    return 0 if r['answered'] > 0 else 1
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``vit-seg`` argument parser."""
@@ -154,6 +217,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--metrics', help='JSON of measured metrics to put in the card')
     p.add_argument('--name', help='model name in the card (default: the output file stem)')
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser('build-engine', help='build a TensorRT engine (cached, never forced)')
+    p.add_argument('--onnx', required=True, help='exported model with its card')
+    p.add_argument('--out', help='also copy the engine (and card) here')
+    p.add_argument('--cache-dir', help='engine + timing cache (default ~/.cache/vit_seg_node)')
+    p.add_argument('--force', action='store_true', help='rebuild even if a cached engine fits')
+    p.set_defaults(func=cmd_build_engine)
+
+    p = sub.add_parser('make-bag', help='write a rosbag2 from images (+ label maps)')
+    p.add_argument('--images', required=True)
+    p.add_argument('--labels', help='label maps with the same file names (ground truth)')
+    p.add_argument('--out', required=True, help='bag directory to create')
+    p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
+    p.add_argument('--rate', type=float, default=1.0, help='frames per second of the stamps')
+    p.add_argument('--compressed', action='store_true', help='JPEG CompressedImage frames')
+    p.add_argument('--limit', type=int, default=None)
+    p.add_argument('--overwrite', action='store_true')
+    p.set_defaults(func=cmd_make_bag)
+
+    def replay_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
+        p.add_argument('--limit', type=int, default=None, help='play only the first N frames')
+        p.add_argument('--threads', type=int, default=0, help='backend threads of the node')
+
+    p = sub.add_parser('replay', help='play a bag through the node and score it')
+    p.add_argument('--bag', required=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--model', help='model for the node this command starts')
+    g.add_argument('--node-running', action='store_true', help='use a node already running')
+    p.add_argument('--image-topic', help='default: the first Image/CompressedImage topic')
+    p.add_argument('--gt-topic', default='/camera/semantic_gt')
+    p.add_argument('--qos', default='reliable', choices=['reliable', 'sensor_data'])
+    p.add_argument('--backend', default='auto')
+    p.add_argument('--domain-id', type=int, default=None, help='default: $ROS_DOMAIN_ID or 0')
+    p.add_argument('--json', required=True)
+    replay_args(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser('demo', help='replay the shipped sample bag through the node')
+    p.add_argument('--out', default='runs/demo')
+    p.add_argument('--domain-id', type=int, default=57, help='isolated ROS domain of the demo')
+    replay_args(p)
+    p.set_defaults(func=cmd_demo, rate=4.0)
     return ap
 
 

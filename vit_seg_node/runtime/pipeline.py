@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from vit_seg_node.errors import UserError
-from vit_seg_node.runtime.backends import Backend, create_backend
-from vit_seg_node.runtime.card import ModelCard, load_card
+from vit_seg_node.runtime.backends import Backend, create_backend, resolve_backend_name
+from vit_seg_node.runtime.card import card_path_for, load_card, ModelCard
 from vit_seg_node.runtime.processing import postprocess, preprocess
 
 DATA_DIR = Path(__file__).resolve().parent.parent / 'data'
@@ -22,6 +22,15 @@ DEFAULT_MODEL = DATA_DIR / 'models' / 'default.onnx'
 def default_model_path() -> Path:
     """Return the shipped default model (what the node and ``vit-seg eval`` use by default)."""
     return DEFAULT_MODEL
+
+
+def load_model_card(path: Path, backend: str = 'auto') -> ModelCard:
+    """Return the card beside ``path`` (a bare training checkpoint: built from its config)."""
+    if resolve_backend_name(path, backend) == 'torch' and not card_path_for(path).is_file():
+        from vit_seg_node.runtime.backends.torch_backend import card_for_checkpoint
+
+        return card_for_checkpoint(path)
+    return load_card(path)
 
 
 @dataclasses.dataclass
@@ -43,7 +52,7 @@ class SegmentationPipeline:
         if not path.is_file():
             raise UserError(f'model file not found: {path}')
         self.model_path = path
-        self.card: ModelCard = load_card(path)
+        self.card: ModelCard = load_model_card(path, backend)
         self.backend: Backend = create_backend(path, self.card, backend, **backend_options)
 
     def __call__(self, image: np.ndarray) -> Segmentation:
