@@ -173,6 +173,33 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0 if r['answered'] > 0 else 1
 
 
+# ----------------------------------------------------------------------------- bench
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Run the benchmark grid and write results.{csv,json,md} and pareto.png."""
+    from training.bench import run_bench
+
+    doc = run_bench(a.config, a.out)
+    from training.bench import markdown_table
+
+    print(markdown_table(doc))
+    return 0
+
+
+def cmd_bench_node(a: argparse.Namespace) -> int:
+    """Measure the node's end-to-end overhead over raw backend inference."""
+    from training.data import SegmentationDataset
+    from vit_seg_node.bags.node_overhead import measure
+
+    ds = SegmentationDataset(a.frames, a.split, None, cache=False)
+    frames = [ds.load(i)[0] for i in range(min(5, len(ds)))]
+    r = measure(a.model, frames, runs=a.runs, threads=a.threads, domain=a.domain_id,
+                out_json=a.json)
+    e2e = r['node_end_to_end_ms']
+    print(f'raw backend inference p50 {r["raw_infer_ms"]["p50"]:.1f} ms; node publish->mask '
+          f'p50 {e2e["p50"]:.1f} ms ({r["resolution"]}); overhead {100 * r["overhead"]:.1f}%')
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``vit-seg`` argument parser."""
@@ -254,6 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', required=True)
     replay_args(p)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser('bench', help='benchmark a grid of variants (one table, one plot)')
+    p.add_argument('--config', required=True, help='benchmark YAML (variants grid)')
+    p.add_argument('--out', required=True, help='output directory')
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser('bench-node', help="the node's overhead over raw backend inference")
+    p.add_argument('--model', help='default: the shipped model')
+    p.add_argument('--frames', required=True, help='dataset root with 480x360 frames')
+    p.add_argument('--split', default='val')
+    p.add_argument('--runs', type=int, default=40)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--domain-id', type=int, default=58)
+    p.add_argument('--json', help='write the report here')
+    p.set_defaults(func=cmd_bench_node)
 
     p = sub.add_parser('demo', help='replay the shipped sample bag through the node')
     p.add_argument('--out', default='runs/demo')

@@ -20,8 +20,11 @@ from training.models.stems import STEMS
 def build_segmenter(timm_name: str, num_classes: int, img_size: Sequence[int],
                     stem: str = 'conv', decoder: str = 'mask_transformer',
                     decoder_args: dict[str, Any] | None = None, pretrained: bool = False,
-                    drop_path_rate: float = 0.1, **encoder_args: Any) -> Segmenter:
-    """Build a Segmenter from a timm ViT name, a stem and a decoder (all by exact name)."""
+                    drop_path_rate: float = 0.1, reduction: dict[str, Any] | None = None,
+                    **encoder_args: Any) -> Segmenter:
+    """Build a Segmenter from a timm ViT name, a stem, a decoder and a token reduction."""
+    from training.reduction.wiring import attach_reduction
+
     if stem not in STEMS:
         raise KeyError(f'unknown stem {stem!r}; known: {sorted(STEMS)}')
     if decoder not in DECODERS:
@@ -32,7 +35,7 @@ def build_segmenter(timm_name: str, num_classes: int, img_size: Sequence[int],
         drop_path_rate=drop_path_rate, **encoder_args)
     dec_args = {'drop_path_rate': 0.0, **(decoder_args or {})}
     head = DECODERS[decoder](embed_dim=encoder.embed_dim, num_classes=num_classes, **dec_args)
-    return Segmenter(encoder, head)
+    return attach_reduction(Segmenter(encoder, head), reduction, tuple(img_size))
 
 
 @register_model

@@ -1,0 +1,328 @@
+"""The benchmark: every variant (token budget x precision) measured side by side in one run.
+
+For each variant of a YAML grid: build the model from the checkpoint's resolved config, attach
+the token reduction, export to ONNX (verified against PyTorch), apply the precision, then count
+Params/MACs/FLOPs (fvcore, reduced token counts), time ONNX Runtime at batch 1 and a fixed thread
+count (median/p90/p99 after warm-up), score mIoU on a split, and relate everything to the FP32
+unpruned baseline measured in the same run. Writes results.csv/json/md and pareto.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+from pathlib import Path
+import platform
+import time
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from vit_seg_node.errors import UserError
+from vit_seg_node.runtime.card import atomic_write_text
+
+PRECISIONS = ('fp32', 'fp16', 'int8', 'mixed')
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """Return what the numbers depend on: CPU, cores, ISA flags, library versions."""
+    import onnxruntime
+    import torch
+
+    cpu, flags = platform.processor(), []
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name') and not cpu:
+                cpu = line.split(':', 1)[1].strip()
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+            if line.startswith('flags'):
+                flags = line.split(':', 1)[1].split()
+                break
+    except OSError:
+        pass
+    isa = [f for f in flags if f.startswith(('avx', 'amx', 'fma')) or f in ('f16c',)]
+    try:
+        import tensorrt  # noqa: F401
+        trt = tensorrt.__version__
+    except ImportError:
+        trt = None
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'threads': threads, 'isa': isa,
+            'onnxruntime': onnxruntime.__version__, 'torch': torch.__version__,
+            'tensorrt': trt, 'python': platform.python_version(), 'machine': platform.machine()}
+
+
+def session(path: str | os.PathLike, threads: int):
+    """Return a CPU ONNX Runtime session with a fixed thread count."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=['CPUExecutionProvider'])
+
+
+def time_session(sess, feed: dict[str, np.ndarray], warmup: int, runs: int) -> dict[str, float]:
+    """Return latency percentiles (ms) of ``sess.run`` after ``warmup`` runs."""
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t) * 1e3)
+    a = np.asarray(times)
+    return {'p50': float(np.median(a)), 'p90': float(np.percentile(a, 90)),
+            'p99': float(np.percentile(a, 99)), 'mean': float(a.mean())}
+
+
+def gemm_peak(threads: int, precision: str, size: int = 1024, runs: int = 20) -> float:
+    """Measure this machine's GEMM rate in G(FL)OP/s through ONNX Runtime at ``precision``."""
+    import onnx
+    from onnx import helper, TensorProto
+
+    rng = np.random.default_rng(0)
+    if precision == 'int8':
+        a = helper.make_tensor_value_info('a', TensorProto.UINT8, [size, size])
+        w = rng.integers(-127, 127, (size, size), dtype=np.int8)
+        node = helper.make_node('MatMulInteger', ['a', 'w'], ['y'])
+        y = helper.make_tensor_value_info('y', TensorProto.INT32, [size, size])
+        init = [helper.make_tensor('w', TensorProto.INT8, w.shape, w.tobytes(), raw=True)]
+        feed = {'a': rng.integers(0, 255, (size, size), dtype=np.uint8)}
+    else:
+        a = helper.make_tensor_value_info('a', TensorProto.FLOAT, [size, size])
+        w = rng.standard_normal((size, size)).astype(np.float32)
+        node = helper.make_node('MatMul', ['a', 'w'], ['y'])
+        y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [size, size])
+        init = [helper.make_tensor('w', TensorProto.FLOAT, w.shape, w.tobytes(), raw=True)]
+        feed = {'a': rng.standard_normal((size, size)).astype(np.float32)}
+    model = helper.make_model(helper.make_graph([node], 'gemm', [a], [y], init),
+                              opset_imports=[helper.make_opsetid('', 17)])
+    buf = io.BytesIO()
+    onnx.save(model, buf)
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(buf.getvalue(), sess_options=opts,
+                                providers=['CPUExecutionProvider'])
+    t = time_session(sess, feed, 3, runs)
+    return 2.0 * size ** 3 / (t['p50'] * 1e-3) / 1e9
+
+
+def apply_precision(fp32_path: Path, precision: str, out_path: Path,
+                    plan: Optional[dict] = None) -> Path:
+    """Write the ``precision`` form of an FP32 ONNX model (see docs/mixed-precision.md)."""
+    if precision == 'fp32':
+        return fp32_path
+    if precision == 'int8':
+        from onnxruntime.quantization import quantize_dynamic, QuantType
+
+        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=['MatMul'],
+                         nodes_to_exclude=list((plan or {}).get('fp32_nodes', [])))
+        return out_path
+    if precision == 'mixed':
+        from training.quant import quantize_mixed
+
+        return quantize_mixed(fp32_path, out_path, plan or {})
+    if precision == 'fp16':
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        m = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+        onnx.save(m, str(out_path))
+        return out_path
+    raise UserError(f'unknown precision {precision!r}; choose one of {PRECISIONS}')
+
+
+def evaluate_onnx(path: Path, card, data: str, split: str, threads: int,
+                  limit: Optional[int] = None) -> dict:
+    """Score an ONNX model on a split through the runtime's pre/post-processing."""
+    from training.data import SegmentationDataset
+    from training.evaluate import evaluate_predictor
+
+    sess = session(path, threads)
+    ds = SegmentationDataset(data, split, None, cache=False)
+    pairs = (ds.load(i) for i in range(len(ds)))
+    return evaluate_predictor(lambda x: sess.run([card.output_name], {card.input_name: x})[0],
+                              pairs, card, limit=limit)
+
+
+def build_variant(variant: dict, checkpoint: str, workdir: Path, frames: list) -> tuple:
+    """Export one variant's FP32 ONNX (verified); return (model, card, fp32 path)."""
+    from training.checkpoint import load_model
+    from training.config import card_from_config
+    from training.export import export_onnx
+    from training.reduction.wiring import attach_reduction
+
+    ckpt = variant.get('checkpoint', checkpoint)
+    model, cfg = load_model(ckpt)
+    img = tuple(cfg['model']['img_size'])
+    attach_reduction(model, variant.get('reduction'), img)
+    card = card_from_config(cfg, variant['name'], command=f'vit-seg bench (variant '
+                                                          f'{variant["name"]})')
+    card.reduction = model.reduction_card
+    path = workdir / f'{variant["name"]}.fp32.onnx'
+    export_onnx(model, card, path, frames)
+    return model, card, path, img
+
+
+def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
+    """Run the grid in ``config_path``; write results to ``out_dir``; return the results."""
+    from training.data import SegmentationDataset
+    from training.flops import cost
+
+    cfg = yaml.safe_load(Path(config_path).read_text())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(cfg.get('workdir', 'runs/bench_models'))   # exported models: not committed
+    work.mkdir(parents=True, exist_ok=True)
+    threads = int(cfg.get('threads', 2))
+    warmup, runs = int(cfg.get('warmup', 10)), int(cfg.get('runs', 50))
+    limit = cfg.get('limit')
+    variants = cfg['variants']
+    if sum(bool(v.get('baseline')) for v in variants) != 1:
+        raise UserError('exactly one variant must be marked baseline: true')
+    frames_ds = SegmentationDataset(cfg['data'], cfg.get('split', 'val'), None, cache=False)
+    frames = [frames_ds.load(i)[0] for i in range(min(3, len(frames_ds)))]
+    machine = machine_info(threads)
+    machine['gemm_peak_gflops'] = {'fp32': gemm_peak(threads, 'fp32'),
+                                   'int8': gemm_peak(threads, 'int8')}
+    results, built = [], {}
+    for v in variants:
+        v = copy.deepcopy(v)
+        key = json.dumps([v.get('checkpoint'), v.get('reduction')], sort_keys=True)
+        if key not in built:
+            built[key] = build_variant(v, cfg['checkpoint'], work, frames)
+        model, card, fp32_path, img = built[key]
+        precision = v.get('precision', 'fp32')
+        path = apply_precision(fp32_path, precision, work / f'{v["name"]}.{precision}.onnx',
+                               v.get('plan'))
+        c = cost(model, (1, 3, *img))
+        sess = session(path, threads)
+        feed = {card.input_name: np.random.default_rng(0).standard_normal(
+            (1, 3, *img)).astype(np.float32)}
+        lat = time_session(sess, feed, warmup, runs)
+        ev = evaluate_onnx(path, card, cfg['data'], cfg.get('split', 'val'), threads, limit)
+        peak = machine['gemm_peak_gflops']['int8' if precision in ('int8', 'mixed') else 'fp32']
+        achieved = c['flops'] / (lat['p50'] * 1e-3) / 1e9
+        results.append({
+            'name': v['name'], 'baseline': bool(v.get('baseline')),
+            'policy': (v.get('reduction') or {}).get('policy', 'none'),
+            'budget': _budget(v.get('reduction')), 'precision': precision,
+            'params': c['params'], 'macs': c['macs'], 'flops': c['flops'],
+            'size_mb': path.stat().st_size / 1e6,
+            'latency_ms': {k: lat[k] for k in ('p50', 'p90', 'p99')},
+            'fps': 1e3 / lat['p50'], 'miou': ev['miou'], 'pixel_acc': ev['pixel_acc'],
+            'num_images': ev['num_images'], 'achieved_gflops': achieved,
+            'roofline_fraction': achieved / peak if peak else None,
+            'tokens_per_block': card.reduction.get('tokens_per_block'),
+            'onnx': str(path),
+        })
+        print(f'bench: {v["name"]}: {lat["p50"]:.1f} ms, mIoU {ev["miou"]:.4f}, '
+              f'{c["flops"] / 1e9:.2f} GFLOPs', flush=True)
+    base = next(r for r in results if r['baseline'])
+    for r in results:
+        r['speedup_vs_baseline'] = base['latency_ms']['p50'] / r['latency_ms']['p50']
+        r['miou_drop_vs_baseline'] = base['miou'] - r['miou']
+        r['flops_ratio_vs_baseline'] = r['flops'] / base['flops']
+    doc = {'machine': machine, 'config': str(config_path), 'split': cfg.get('split', 'val'),
+           'variants': results}
+    write_results(doc, out)
+    return doc
+
+
+def _budget(spec: Optional[dict]) -> Any:
+    if not spec:
+        return None
+    return {k: v for k, v in spec.items() if k != 'policy'}
+
+
+def write_results(doc: dict, out: Path) -> None:
+    """Write results.json, results.csv, results.md and pareto.png."""
+    atomic_write_text(out / 'results.json', json.dumps(doc, indent=2) + '\n')
+    cols = ['name', 'policy', 'budget', 'precision', 'params', 'macs', 'flops', 'size_mb',
+            'p50_ms', 'p90_ms', 'p99_ms', 'fps', 'miou', 'speedup_vs_baseline',
+            'miou_drop_vs_baseline', 'achieved_gflops', 'roofline_fraction']
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, cols, extrasaction='ignore')
+    w.writeheader()
+    for r in doc['variants']:
+        w.writerow({**r, 'budget': json.dumps(r['budget']), 'p50_ms': r['latency_ms']['p50'],
+                    'p90_ms': r['latency_ms']['p90'], 'p99_ms': r['latency_ms']['p99']})
+    atomic_write_text(out / 'results.csv', buf.getvalue())
+    atomic_write_text(out / 'results.md', markdown_table(doc))
+    pareto_plot(doc, out / 'pareto.png')
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Return the indices of the points not dominated (lower latency and higher mIoU is better)."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        if not any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc)
+                   for j, (l2, a2) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def markdown_table(doc: dict) -> str:
+    """Return the results as a Markdown table with the machine line above it."""
+    m = doc['machine']
+    lines = [f'Machine: {m["cpu"]}, {m["cores"]} cores, {m["threads"]} threads, ONNX Runtime '
+             f'{m["onnxruntime"]}; GEMM peak {m["gemm_peak_gflops"]["fp32"]:.0f} GFLOP/s FP32, '
+             f'{m["gemm_peak_gflops"]["int8"]:.0f} GOP/s INT8. Split: {doc["split"]}.', '',
+             '| variant | policy | precision | GFLOPs | params (M) | p50 / p90 / p99 ms | FPS | '
+             'mIoU | speed-up | mIoU drop (pts) | G(FL)OP/s (% peak) |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in doc['variants']:
+        lat = r['latency_ms']
+        frac = f' ({100 * r["roofline_fraction"]:.0f}%)' if r['roofline_fraction'] else ''
+        lines.append(
+            f'| {r["name"]}{" (baseline)" if r["baseline"] else ""} | {r["policy"]} | '
+            f'{r["precision"]} | {r["flops"] / 1e9:.2f} | {r["params"] / 1e6:.2f} | '
+            f'{lat["p50"]:.1f} / {lat["p90"]:.1f} / {lat["p99"]:.1f} | {r["fps"]:.1f} | '
+            f'{r["miou"]:.4f} | {r["speedup_vs_baseline"]:.2f}x | '
+            f'{100 * r["miou_drop_vs_baseline"]:+.2f} | {r["achieved_gflops"]:.0f}{frac} |')
+    return '\n'.join(lines) + '\n'
+
+
+def pareto_plot(doc: dict, path: Path) -> None:
+    """Plot mIoU against latency, every point labelled, the Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    rs = doc['variants']
+    pts = [(r['latency_ms']['p50'], r['miou']) for r in rs]
+    front = sorted(pareto_front(pts), key=lambda i: pts[i][0])
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    colors = {}
+    for r, (x, y) in zip(rs, pts):
+        c = colors.setdefault(r['policy'], f'C{len(colors)}')
+        marker = {'fp32': 'o', 'fp16': 's', 'int8': '^', 'mixed': 'D'}.get(r['precision'], 'o')
+        ax.scatter(x, 100 * y, c=c, marker=marker, s=60, zorder=3,
+                   edgecolors='black' if r['baseline'] else 'none')
+        ax.annotate(r['name'], (x, 100 * y), textcoords='offset points', xytext=(4, 4),
+                    fontsize=7)
+    ax.plot([pts[i][0] for i in front], [100 * pts[i][1] for i in front], 'k--', lw=1,
+            label='Pareto front', zorder=2)
+    for p, c in colors.items():
+        ax.scatter([], [], c=c, label=p)
+    ax.set_xlabel(f'latency p50 (ms), batch 1, {doc["machine"]["threads"]} threads')
+    ax.set_ylabel(f'mIoU (%) on {doc["split"]}')
+    ax.set_title('vit_seg_node variants: accuracy vs latency (marker: o fp32, ^ int8, '
+                 'D mixed, s fp16)', fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png')
+    plt.close(fig)
+    path.write_bytes(buf.getvalue())

@@ -1,0 +1,1 @@
+"""Static-shape token reduction: primitives, policies, per-layer schedules, wiring into timm."""
