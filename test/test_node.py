@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 import yaml
@@ -20,6 +21,8 @@ from training.data import SegmentationDataset
 from vit_seg_node.runtime.pipeline import SegmentationPipeline
 
 DOMAIN = ros_domain(7)
+RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                      depth=10)
 
 
 @pytest.fixture(scope='module')
@@ -59,9 +62,11 @@ def diagnostics_values(diag):
 
 def test_raw_frames_give_masks_with_same_header(tiny_model, frames, probe):
     pipe = SegmentationPipeline(tiny_model, threads=1)
-    masks = probe.collect(Image, '/vit_seg_node/class_mask')
-    pub = probe.publisher(Image, '/image')
-    with node_process(DOMAIN, {'model_path': tiny_model, 'threads': 1}):
+    # reliable: 4-channel 480x360 frames (691 kB) exceed Fast DDS's default 512 kB shared-memory
+    # segment and travel as UDP fragments, which best effort loses on a loaded machine
+    masks = probe.collect(Image, '/vit_seg_node/class_mask', RELIABLE)
+    pub = probe.publisher(Image, '/image', RELIABLE)
+    with node_process(DOMAIN, {'model_path': tiny_model, 'threads': 1, 'qos': 'reliable'}):
         for i, enc in enumerate(['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8']):
             rgb = frames[i % len(frames)]
             msg = image_msg(rgb, stamp_ns=1_000_000_000 * (i + 1) + 123, frame_id=f'cam{i}',
@@ -124,16 +129,19 @@ def test_flood_of_malformed_frames_leaves_node_alive(tiny_model, frames, probe):
             reason, m = bad[i % len(bad)]
             pub.publish(m)
             time.sleep(0.002)
-        assert wait_for(lambda: diag and int(diagnostics_values(diag)[1].get(
-            'frames_rejected', 0)) >= 150, 30)
+
+        def accounted() -> int:
+            if not diag:
+                return 0
+            v = diagnostics_values(diag)[1]
+            return int(v.get('frames_rejected', 0)) + int(v.get('frames_dropped', 0))
+        # every malformed frame is either rejected or replaced while waiting (dropped)
+        assert wait_for(lambda: accounted() >= 200, 30), accounted()
         publish_one(pub, image_msg(frames[0], 5), masks)
         assert p.poll() is None
         time.sleep(1.2)
         st, values = diagnostics_values(diag)
-        rejected = int(values['frames_rejected'])
-        dropped = int(values['frames_dropped'])
-        # every malformed frame is either rejected or replaced while waiting (dropped)
-        assert rejected + dropped >= 200
+        assert int(values['frames_rejected']) > 0
         for reason in ('encoding', 'zero_size', 'truncated', 'step'):
             assert int(values.get(f'rejected_{reason}', 0)) > 0, reason
     # the compressed path rejects undecodable data the same way

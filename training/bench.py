@@ -169,7 +169,7 @@ def build_variant(variant: dict, checkpoint: str, workdir: Path, frames: list) -
                                                           f'{variant["name"]})')
     card.reduction = model.reduction_card
     path = workdir / f'{variant["name"]}.fp32.onnx'
-    export_onnx(model, card, path, frames)
+    export_onnx(model, card, path, frames, output=variant.get('output', 'labels'))
     return model, card, path, img
 
 

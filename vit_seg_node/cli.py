@@ -104,7 +104,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     frames = [ds.load(i)[0] for i in range(min(a.num_frames, len(ds)))]
     metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
     rep = export_checkpoint(a.checkpoint, a.out, frames, command=_command_line(),
-                            name=a.name, opset=a.opset, metrics=metrics)
+                            name=a.name, opset=a.opset, metrics=metrics, output=a.output)
     print(f'{a.out}: verified on {rep["frames"]} frames, relative error '
           f'{rep["max_relative_error"]:.1e}, label mismatch {rep["max_label_mismatch"]:.1e}')
     return 0
@@ -200,6 +200,48 @@ def cmd_bench_node(a: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- quantization
+def cmd_quantize(a: argparse.Namespace) -> int:
+    """Write an INT8 model (dynamic for ONNX Runtime CPU, QDQ for TensorRT) with its card."""
+    from training.data import SegmentationDataset
+    from training.export import frames_to_batches
+    from training.quant import quantize_mixed, quantize_qdq
+    from vit_seg_node.runtime.card import load_card, save_card
+
+    card = load_card(a.model)
+    plan = json.loads(Path(a.plan).read_text()) if a.plan else {'default': 'int8'}
+    if a.format == 'dynamic':
+        quantize_mixed(a.model, a.out, plan)
+    else:
+        if not a.calib:
+            raise UserError('--format qdq needs --calib DIR (frames to calibrate on)')
+        ds = SegmentationDataset(a.calib, a.split, None, cache=False)
+        frames = [ds.load(i)[0] for i in range(min(a.num_calib, len(ds)))]
+        quantize_qdq(a.model, a.out, frames_to_batches(frames, card), card.input_name,
+                     a.method, plan)
+    card.precision = {'default': 'mixed' if 'fp32' in json.dumps(plan) else 'int8',
+                      'form': a.format, 'plan': plan,
+                      'calibration': a.method if a.format == 'qdq' else 'dynamic'}
+    card.command = _command_line()
+    save_card(card, a.out)
+    print(f'{a.out}: {a.format} INT8 ({card.precision["default"]})')
+    return 0
+
+
+def cmd_sensitivity(a: argparse.Namespace) -> int:
+    """Per-group INT8 sensitivity (mIoU drop, latency gain) and a greedy precision plan."""
+    from training.quant import allocate, save_json, sensitivity
+    from vit_seg_node.runtime.card import load_card
+
+    sens = sensitivity(a.model, load_card(a.model), a.data, a.split, a.limit, a.threads)
+    sens['plan'] = allocate(sens, a.budget)
+    save_json(sens, a.json)
+    for g, s in sens['groups'].items():
+        print(f'{g:20s} mIoU drop {100 * s["miou_drop"]:+.2f} pts, latency gain '
+              f'{s["latency_gain_ms"]:+.1f} ms -> {sens["plan"]["groups"][g]}')
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``vit-seg`` argument parser."""
@@ -243,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--opset', type=int, default=17)
     p.add_argument('--metrics', help='JSON of measured metrics to put in the card')
     p.add_argument('--name', help='model name in the card (default: the output file stem)')
+    p.add_argument('--output', default='labels', choices=['labels', 'logits'],
+                   help='graph output: uint8 labels (ArgMax in the graph) or float logits')
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser('build-engine', help='build a TensorRT engine (cached, never forced)')
@@ -296,6 +340,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--domain-id', type=int, default=58)
     p.add_argument('--json', help='write the report here')
     p.set_defaults(func=cmd_bench_node)
+
+    p = sub.add_parser('quantize', help='INT8 export: dynamic (CPU) or QDQ (TensorRT)')
+    p.add_argument('--model', required=True, help='FP32 ONNX with its card')
+    p.add_argument('--out', required=True)
+    p.add_argument('--format', default='dynamic', choices=['dynamic', 'qdq'])
+    p.add_argument('--plan', help='precision plan JSON (groups -> int8|fp32)')
+    p.add_argument('--calib', help='dataset root with calibration frames (qdq)')
+    p.add_argument('--split', default='train')
+    p.add_argument('--num-calib', type=int, default=32)
+    p.add_argument('--method', default='minmax', choices=['minmax', 'percentile', 'entropy'])
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser('sensitivity', help='per-group INT8 sensitivity and a precision plan')
+    p.add_argument('--model', required=True)
+    p.add_argument('--data', required=True)
+    p.add_argument('--split', default='val')
+    p.add_argument('--limit', type=int, default=20)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--budget', type=float, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
+    p.add_argument('--json', required=True)
+    p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser('demo', help='replay the shipped sample bag through the node')
     p.add_argument('--out', default='runs/demo')

@@ -201,7 +201,10 @@ class NeighborMerge(Policy):
     grows with the mean region size (``radius * sqrt(N / n)``). Unlike ToMe's merge before every
     block, it merges a fraction ``ratio`` of the running tokens at a few ``locations`` only: at
     batch 1 on a CPU each reduction step has a fixed cost, so fewer, larger steps are faster for
-    the same token budget. The similarity is computed in
+    the same token budget. With ``window_first`` the first step is the exact 2x2-window merge
+    (``WindowMerge``) of that fraction of windows, and the neighbour steps follow at the later
+    locations: uniform windows are cheapest to find on the full grid, progressive neighbour
+    merging then continues region growing where windows cannot. The similarity is computed in
     float32 on LayerNorm'd features, outside any INT8 path, so quantized blocks do not reorder
     the TopK that selects merges. Static shapes: TopK, Gather, one-hot MatMul only.
     """
@@ -213,8 +216,13 @@ class NeighborMerge(Policy):
         ratio = float(self.params.get('ratio', 0.0))
         locations = list(self.params.get('locations', [1, 3, 5, 7]))
         radius = float(self.params.get('radius', 1.5))
+        window = float(self.params.get('window_first', 0.0))
         n0 = n = grid[0] * grid[1]
         out: list[Optional[Step]] = [None] * depth
+        if window > 0:
+            out = WindowMerge(merge_fraction=window, at=locations[0]).schedule(grid, depth)
+            n -= out[locations[0]].count
+            locations = locations[1:]
         for loc in locations:
             rr = min(int(round(ratio * n)), n // 2 - 1)   # at least one A token stays
             if rr > 0:
@@ -223,6 +231,8 @@ class NeighborMerge(Policy):
         return out
 
     def apply(self, step, block, prefix, state, grid):
+        if step.kind == 'window':
+            return ops.window_merge(state, grid, block.norm1(state.x), step.count // 3)
         key = state.pos[..., 0] * (grid[1] + 1) + state.pos[..., 1]
         state = ops.reorder(state, ops.argsort(key))
         n = state.x.shape[1]

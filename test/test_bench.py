@@ -1,0 +1,53 @@
+"""The benchmark harness on a tiny grid (tiny model, three variants)."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from training.bench import pareto_front, run_bench
+from training.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini):
+    cfg = yaml.safe_load((ROOT / 'training/configs/test_tiny.yaml').read_text())
+    cfg.update(output_dir=str(tmp_path / 'run'))
+    cfg['data']['root'] = str(camvid_mini)
+    cfg['train'].update(max_steps=3)
+    (tmp_path / 'train.yaml').write_text(yaml.safe_dump(cfg))
+    train(str(tmp_path / 'train.yaml'))
+    bench = {'checkpoint': str(tmp_path / 'run' / 'last.pt'), 'data': str(camvid_mini),
+             'split': 'val', 'threads': 1, 'warmup': 1, 'runs': 3, 'limit': 2,
+             'workdir': str(tmp_path / 'models'),
+             'variants': [
+                 {'name': 'base', 'baseline': True},
+                 {'name': 'int8', 'precision': 'int8'},
+                 {'name': 'nb', 'reduction': {'policy': 'neighbor', 'window_first': 0.5,
+                                              'ratio': 0.3, 'locations': [1, 2]}}]}
+    (tmp_path / 'bench.yaml').write_text(yaml.safe_dump(bench))
+    out = tmp_path / 'out'
+    run_bench(tmp_path / 'bench.yaml', out)
+    for f in ('results.json', 'results.csv', 'results.md', 'pareto.png'):
+        assert (out / f).stat().st_size > 0, f
+    doc = json.loads((out / 'results.json').read_text())
+    assert {'cpu', 'cores', 'threads', 'onnxruntime', 'gemm_peak_gflops'} <= set(doc['machine'])
+    vs = {v['name']: v for v in doc['variants']}
+    assert vs['base']['baseline'] and not vs['nb']['baseline']
+    assert vs['base']['policy'] == 'none' and vs['nb']['policy'] == 'neighbor'
+    assert vs['int8']['precision'] == 'int8'
+    for v in vs.values():
+        for k in ('params', 'macs', 'flops', 'latency_ms', 'fps', 'miou', 'speedup_vs_baseline',
+                  'miou_drop_vs_baseline', 'onnx', 'budget'):
+            assert k in v, k
+        assert set(v['latency_ms']) == {'p50', 'p90', 'p99'}
+        assert 0.0 <= v['miou'] <= 1.0 and v['flops'] == 2 * v['macs']
+    assert vs['base']['speedup_vs_baseline'] == 1.0
+    assert vs['nb']['flops'] < vs['base']['flops']
+    assert (out / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_pareto_front():
+    pts = [(10, 0.5), (20, 0.6), (15, 0.4), (30, 0.55)]
+    assert pareto_front(pts) == [0, 1]
