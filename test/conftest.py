@@ -42,4 +42,4 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def ros_domain(offset: int) -> int:
     """Return a ROS_DOMAIN_ID for one test module, away from 0 and from other runs."""
-    return 100 + (os.getpid() + offset) % 100
+    return 30 + (os.getpid() + offset) % 70

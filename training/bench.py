@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from vit_seg_node.errors import UserError
-from vit_seg_node.runtime.card import atomic_write_text
+from vit_seg_node.runtime.card import atomic_write_text, save_card
 
 PRECISIONS = ('fp32', 'fp16', 'int8', 'mixed')
 
@@ -164,7 +164,8 @@ def build_variant(variant: dict, checkpoint: str, workdir: Path, frames: list) -
     ckpt = variant.get('checkpoint', checkpoint)
     model, cfg = load_model(ckpt)
     img = tuple(cfg['model']['img_size'])
-    attach_reduction(model, variant.get('reduction'), img)
+    if 'reduction' in variant:      # else: the checkpoint's own (e.g. fine-tuned with it)
+        attach_reduction(model, variant['reduction'], img)
     card = card_from_config(cfg, variant['name'], command=f'vit-seg bench (variant '
                                                           f'{variant["name"]})')
     card.reduction = model.reduction_card
@@ -204,6 +205,12 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
         precision = v.get('precision', 'fp32')
         path = apply_precision(fp32_path, precision, work / f'{v["name"]}.{precision}.onnx',
                                v.get('plan'))
+        if path != fp32_path:   # the quantized model gets its own card, precision recorded
+            qcard = copy.deepcopy(card)
+            qcard.precision = {'default': precision, 'form': 'onnxruntime-dynamic'
+                               if precision in ('int8', 'mixed') else precision,
+                               'plan': v.get('plan')}
+            save_card(qcard, path)
         c = cost(model, (1, 3, *img))
         sess = session(path, threads)
         feed = {card.input_name: np.random.default_rng(0).standard_normal(
@@ -214,8 +221,9 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
         achieved = c['flops'] / (lat['p50'] * 1e-3) / 1e9
         results.append({
             'name': v['name'], 'baseline': bool(v.get('baseline')),
-            'policy': (v.get('reduction') or {}).get('policy', 'none'),
-            'budget': _budget(v.get('reduction')), 'precision': precision,
+            'policy': card.reduction.get('policy', 'none'),
+            'budget': card.reduction.get('params'), 'precision': precision,
+            'fine_tuned': 'checkpoint' in v,
             'params': c['params'], 'macs': c['macs'], 'flops': c['flops'],
             'size_mb': path.stat().st_size / 1e6,
             'latency_ms': {k: lat[k] for k in ('p50', 'p90', 'p99')},
@@ -236,12 +244,6 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
            'variants': results}
     write_results(doc, out)
     return doc
-
-
-def _budget(spec: Optional[dict]) -> Any:
-    if not spec:
-        return None
-    return {k: v for k, v in spec.items() if k != 'policy'}
 
 
 def write_results(doc: dict, out: Path) -> None:

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
               'weight_decay': 0.05, 'warmup_steps': 200, 'schedule': 'cosine',
               'grad_clip': 1.0, 'eval_every': 5, 'checkpoint_every': 100, 'num_workers': 2,
               'amp': 'auto', 'max_steps': 0, 'threads': 0, 'log_every': 10,
-              'init_from': ''},
+              'init_from': '', 'freeze_bn': False},
 }
 
 

@@ -75,6 +75,15 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, world: int = 1,
     return out
 
 
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """Train mode; with ``freeze_bn`` BatchNorm keeps its running statistics (fine-tuning)."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def _collate(items):
     xs, ys = zip(*items)
     return torch.stack(xs), torch.stack(ys)
@@ -225,7 +234,7 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
     progress = _progress(total, step, disable=rank != 0)
     while step < total:
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        model.train()
+        set_train_mode(model, tc.get('freeze_bn', False))
         for x, y in batches(epoch, in_epoch):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device_type=device.split(':')[0], dtype=amp_dtype or torch.float32,
@@ -260,7 +269,7 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
                                    model.state_dict().items()}, str(out / BEST))
                         atomic_write_text(out / 'best.json', json.dumps(
                             {'step': step, 'epoch': epoch, **rep}, indent=2))
-                    model.train()
+                    set_train_mode(model, tc.get('freeze_bn', False))
             if rank == 0 and (step % tc['checkpoint_every'] == 0 or epoch_end or step == total):
                 save_checkpoint(last, state())
             if world > 1 and epoch_end:

@@ -95,6 +95,22 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- export
+def _reduction_arg(text: Optional[str]) -> Optional[dict]:
+    """Parse ``--reduction`` (YAML/JSON mapping, e.g. '{policy: tome, r: 20}')."""
+    if not text:
+        return None
+    import yaml
+
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f'--reduction is not valid YAML: {exc}') from None
+    if not isinstance(spec, dict) or 'policy' not in spec:
+        raise UserError("--reduction must be a mapping with a policy, e.g. "
+                        "'{policy: neighbor, window_first: 0.6, ratio: 0.25}'")
+    return spec
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     """Export a checkpoint to ONNX with its model card, verified against PyTorch."""
     from training.data import SegmentationDataset
@@ -104,7 +120,8 @@ def cmd_export(a: argparse.Namespace) -> int:
     frames = [ds.load(i)[0] for i in range(min(a.num_frames, len(ds)))]
     metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
     rep = export_checkpoint(a.checkpoint, a.out, frames, command=_command_line(),
-                            name=a.name, opset=a.opset, metrics=metrics, output=a.output)
+                            name=a.name, opset=a.opset, metrics=metrics, output=a.output,
+                            reduction=_reduction_arg(a.reduction))
     print(f'{a.out}: verified on {rep["frames"]} frames, relative error '
           f'{rep["max_relative_error"]:.1e}, label mismatch {rep["max_label_mismatch"]:.1e}')
     return 0
@@ -285,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--opset', type=int, default=17)
     p.add_argument('--metrics', help='JSON of measured metrics to put in the card')
     p.add_argument('--name', help='model name in the card (default: the output file stem)')
+    p.add_argument('--reduction', help="token reduction and budget, YAML: "
+                   "'{policy: neighbor, window_first: 0.6, ratio: 0.25, locations: [1, 3, 6]}'")
     p.add_argument('--output', default='labels', choices=['labels', 'logits'],
                    help='graph output: uint8 labels (ArgMax in the graph) or float logits')
     p.set_defaults(func=cmd_export)
