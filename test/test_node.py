@@ -130,13 +130,17 @@ def test_flood_of_malformed_frames_leaves_node_alive(tiny_model, frames, probe):
             pub.publish(m)
             time.sleep(0.002)
 
-        def accounted() -> int:
-            if not diag:
-                return 0
-            v = diagnostics_values(diag)[1]
-            return int(v.get('frames_rejected', 0)) + int(v.get('frames_dropped', 0))
-        # every malformed frame is either rejected or replaced while waiting (dropped)
-        assert wait_for(lambda: accounted() >= 200, 30), accounted()
+        def received() -> int:
+            return int(diagnostics_values(diag)[1].get('frames_received', 0)) if diag else 0
+
+        # DDS may discard samples the node's executor has not taken yet (keep-last history),
+        # so the node sees most, not necessarily all, of the 200
+        assert wait_for(lambda: received() >= 100, 30), received()
+        time.sleep(1.5)
+        st, values = diagnostics_values(diag)
+        # every frame the node received is accounted for: rejected or replaced (dropped)
+        assert int(values['frames_rejected']) + int(values['frames_dropped']) == \
+            int(values['frames_received']), values
         publish_one(pub, image_msg(frames[0], 5), masks)
         assert p.poll() is None
         time.sleep(1.2)
