@@ -110,3 +110,34 @@ def test_dataset_errors(tmp_path, camvid_mini):
     shutil.copy(src, tmp_path / 'valannot' / 'b.png')
     with pytest.raises(DatasetError, match='do not match'):
         find_split(tmp_path, 'val')
+
+
+def test_distributed_data_parallel_with_torchrun(tmp_path):
+    # torchrun, two processes, gloo on CPU: the same code path as multi-GPU (NCCL) training
+    cfg = tiny_config(tmp_path, max_steps=4)
+    torchrun = Path(sys.executable).parent / 'torchrun'
+    r = subprocess.run([str(torchrun), '--standalone', '--nproc_per_node', '2', '-m',
+                        'training.train', '--config', str(cfg)], cwd=ROOT,
+                       env={**os.environ, 'PYTHONPATH': str(ROOT)}, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summaries = [ln for ln in r.stdout.splitlines() if ln.startswith('{"best_val_miou"')]
+    assert len(summaries) == 2                      # one per rank
+    ck = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)
+    assert ck['step'] == 4                          # global steps, not per-rank
+
+
+def test_checkpoint_loads_at_another_input_size(tmp_path):
+    from training.checkpoint import load_model
+
+    train(str(tiny_config(tmp_path, max_steps=2)))
+    ck = tmp_path / 'run' / 'last.pt'
+    same, cfg = load_model(ck)
+    again, _ = load_model(ck, img_size=(64, 96))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(same(x), again(x))
+        big, cfg2 = load_model(ck, img_size=(96, 160))   # 6 x 10 grid instead of 4 x 6
+        assert big.encoder.pos_embed.shape[1] == 1 + 60
+        assert big(torch.randn(1, 3, 96, 160)).shape == (1, 11, 96, 160)
+    assert cfg2['model']['img_size'] == [96, 160]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -32,15 +32,32 @@ def load_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
 
 
-def load_model(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model from ``config.yaml`` beside ``checkpoint`` and load its weights."""
+def load_model(checkpoint: str | os.PathLike,
+               img_size: Optional[Sequence[int]] = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``config.yaml`` beside ``checkpoint`` and load its weights.
+
+    ``img_size`` (H, W) rebuilds it for another input size: the learned position embeddings are
+    resampled (bicubic, timm's ``resample_abs_pos_embed``) to the new token grid.
+    """
     cfg_path = config_path_for(checkpoint)
     if not cfg_path.is_file():
         raise UserError(f'no config.yaml beside checkpoint {checkpoint}: the resolved config is '
                         f'needed to rebuild the model')
     cfg = load_config(cfg_path)
+    old_size = tuple(cfg['model']['img_size'])
+    if img_size is not None and tuple(img_size) != old_size:
+        cfg['model']['img_size'] = [int(img_size[0]), int(img_size[1])]
     model = build_model(cfg, pretrained=False)
     sd = load_state_dict(checkpoint)
+    key = 'encoder.pos_embed'
+    if key in sd and sd[key].shape != model.encoder.pos_embed.shape:
+        from timm.layers import resample_abs_pos_embed
+
+        patch = model.patch_size
+        sd[key] = resample_abs_pos_embed(
+            sd[key], new_size=list(model.grid_size(*cfg['model']['img_size'])),
+            old_size=[old_size[0] // patch[0], old_size[1] // patch[1]],
+            num_prefix_tokens=model.num_prefix_tokens)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise UserError(f'checkpoint {checkpoint} does not fit its config: missing '

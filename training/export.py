@@ -151,16 +151,18 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_path: str | os.Path
 def export_checkpoint(checkpoint: str | os.PathLike, out_path: str | os.PathLike,
                       frames: Iterable[np.ndarray], command: str = '', name: Optional[str] = None,
                       opset: int = 17, metrics: Optional[dict] = None,
-                      output: str = 'labels', reduction: Optional[dict] = None) -> dict:
+                      output: str = 'labels', reduction: Optional[dict] = None,
+                      img_size: Optional[tuple[int, int]] = None) -> dict:
     """Export a training checkpoint (config.yaml beside it) with its model card.
 
-    ``reduction`` (``{'policy': ..., **budget}``) replaces the checkpoint's own reduction.
+    ``reduction`` (``{'policy': ..., **budget}``) replaces the checkpoint's own reduction;
+    ``img_size`` exports for another input size (position embeddings resampled).
     """
     from training.checkpoint import load_model
     from training.config import card_from_config
     from training.reduction.wiring import attach_reduction
 
-    model, cfg = load_model(checkpoint)
+    model, cfg = load_model(checkpoint, img_size=img_size)
     if reduction is not None:
         attach_reduction(model, reduction, tuple(cfg['model']['img_size']))
     card = card_from_config(cfg, name or Path(out_path).stem, command=command)

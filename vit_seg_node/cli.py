@@ -121,7 +121,8 @@ def cmd_export(a: argparse.Namespace) -> int:
     metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
     rep = export_checkpoint(a.checkpoint, a.out, frames, command=_command_line(),
                             name=a.name, opset=a.opset, metrics=metrics, output=a.output,
-                            reduction=_reduction_arg(a.reduction))
+                            reduction=_reduction_arg(a.reduction),
+                            img_size=tuple(a.img_size) if a.img_size else None)
     print(f'{a.out}: verified on {rep["frames"]} frames, relative error '
           f'{rep["max_relative_error"]:.1e}, label mismatch {rep["max_label_mismatch"]:.1e}')
     return 0
@@ -304,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--name', help='model name in the card (default: the output file stem)')
     p.add_argument('--reduction', help="token reduction and budget, YAML: "
                    "'{policy: neighbor, window_first: 0.6, ratio: 0.25, locations: [1, 3, 6]}'")
+    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'),
+                   help='export for another input size (multiples of the patch size)')
     p.add_argument('--output', default='labels', choices=['labels', 'logits'],
                    help='graph output: uint8 labels (ArgMax in the graph) or float logits')
     p.set_defaults(func=cmd_export)
