@@ -89,3 +89,20 @@ def test_colorize_and_overlay():
     img = np.full((2, 2, 3), 100, np.uint8)
     assert (overlay(img, color, 0.0) == img).all()
     assert (overlay(img, color, 1.0) == color).all()
+
+
+def test_camera_info_is_scaled_to_the_mask():
+    from sensor_msgs.msg import CameraInfo
+    from std_msgs.msg import Header
+
+    from vit_seg_node.ros.node import scaled_camera_info
+
+    info = CameraInfo(width=480, height=360, k=[480.0, 0, 240, 0, 480, 180, 0, 0, 1],
+                      p=[480.0, 0, 240, 0, 0, 480, 180, 0, 0, 0, 1, 0])
+    geo = fit_geometry(360, 480, 352, 480, 'stretch')
+    same = scaled_camera_info(info, geo, 360, 480, Header(frame_id='cam'))
+    assert list(same.k) == list(info.k) and same.header.frame_id == 'cam'
+    net = scaled_camera_info(info, geo, 352, 480, Header())
+    sy = 352 / 360
+    assert net.k[0] == 480 and abs(net.k[4] - 480 * sy) < 1e-9 and abs(net.k[5] - 180 * sy) < 1e-9
+    assert (net.height, net.width) == (352, 480)

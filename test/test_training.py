@@ -141,3 +141,23 @@ def test_checkpoint_loads_at_another_input_size(tmp_path):
         assert big.encoder.pos_embed.shape[1] == 1 + 60
         assert big(torch.randn(1, 3, 96, 160)).shape == (1, 11, 96, 160)
     assert cfg2['model']['img_size'] == [96, 160]
+
+
+def test_eval_cli_errors_are_one_line_exit_2(tmp_path, camvid_mini):
+    import shutil
+
+    (tmp_path / 'empty' / 'val').mkdir(parents=True)
+    (tmp_path / 'empty' / 'valannot').mkdir()
+    mism = tmp_path / 'mism'
+    (mism / 'val').mkdir(parents=True)
+    (mism / 'valannot').mkdir()
+    src = sorted((camvid_mini / 'val').iterdir())[0]
+    shutil.copy(src, mism / 'val' / 'a.png')
+    shutil.copy(src, mism / 'valannot' / 'b.png')
+    for data, msg in ((tmp_path / 'missing', 'not found'), (tmp_path / 'empty', 'empty'),
+                      (mism, 'do not match')):
+        r = subprocess.run([sys.executable, '-m', 'vit_seg_node.cli', 'eval', '--data', str(data),
+                            '--split', 'val', '--json', str(tmp_path / 'o.json')],
+                           capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and msg in lines[0], r.stderr
