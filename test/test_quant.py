@@ -64,3 +64,60 @@ def test_allocation_respects_budget():
     plan = allocate(sens, 0.005)
     assert plan['groups'] == {'a': 'int8', 'b': 'int8', 'c': 'fp32', 'd': 'int8'}
     assert plan['estimated_drop'] <= 0.005
+
+
+def _tiny_torch_model():
+    import torch
+
+    from training.models import create_model
+
+    torch.manual_seed(0)   # the tiny_model fixture's seed: the same weights
+    return create_model('segvit_test', num_classes=11, img_size=(64, 96), decoder='linear').eval()
+
+
+def test_fakequant_16bit_matches_fp32(camvid_mini):
+    import copy
+
+    import torch
+
+    from training.fakequant import calibrate, quantize_model
+    from vit_seg_node.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+
+    model = _tiny_torch_model()
+    card = ModelCard(name='t', input_height=64, input_width=96, classes=CAMVID_CLASSES,
+                     palette=CAMVID_PALETTE)
+    ds = SegmentationDataset(camvid_mini, 'train', cache=False)
+    x = [torch.from_numpy(b) for b in frames_to_batches([ds.load(i)[0] for i in range(3)], card)]
+    q16 = copy.deepcopy(model)
+    assert len(quantize_model(q16, bits=16)) == 4 * 4 + 1   # 4 Linears per block + head
+    calibrate(q16, x)
+    with torch.no_grad():
+        ref, got = model(x[0]), q16(x[0])
+    assert torch.linalg.norm(got - ref) / torch.linalg.norm(ref) < 1e-2
+
+
+def test_exported_int8_matches_pytorch_fakequant(tiny_model, camvid_mini, tmp_path):
+    """Tolerance: relative logit error < 0.1 and labels agree on > 97 % of the pixels."""
+    import copy
+
+    import torch
+
+    from training.fakequant import calibrate, quantize_model
+
+    model = _tiny_torch_model()
+    card = load_card(tiny_model)
+    train = SegmentationDataset(camvid_mini, 'train', cache=False)
+    calib = frames_to_batches([train.load(i)[0] for i in range(len(train))], card)
+    fq = copy.deepcopy(model)
+    quantize_model(fq)
+    calibrate(fq, [torch.from_numpy(b) for b in calib])
+    out = quantize_qdq(tiny_model, tmp_path / 'q.onnx', calib, card.input_name, 'minmax')
+    backend = create_backend(out, card, threads=1)
+    val = SegmentationDataset(camvid_mini, 'val', cache=False)
+    for i in range(len(val)):
+        x = frames_to_batches([val.load(i)[0]], card)[0]
+        with torch.no_grad():
+            ref = fq(torch.from_numpy(x)).numpy()
+        got = backend.infer(x)
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.1
+        assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.97

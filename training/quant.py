@@ -49,6 +49,17 @@ def node_groups(model_path: str | os.PathLike) -> dict[str, list[str]]:
     return dict(sorted(groups.items()))
 
 
+def activation_matmuls(model_path: str | os.PathLike) -> list[str]:
+    """Return MatMul nodes with no constant operand (attention's QK^T and AV, token scores)."""
+    import onnx
+
+    g = onnx.load(str(model_path), load_external_data=False).graph
+    consts = {i.name for i in g.initializer}
+    consts |= {o for n in g.node if n.op_type == 'Constant' for o in n.output}
+    return [n.name for n in g.node
+            if n.op_type == 'MatMul' and not any(i in consts for i in n.input)]
+
+
 def plan_fp32_nodes(model_path: str | os.PathLike, plan: dict) -> list[str]:
     """Return the node names a plan keeps in FP32."""
     groups = node_groups(model_path)
@@ -89,11 +100,14 @@ class _FrameReader:
 
 def quantize_qdq(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                  calibration: list[np.ndarray], input_name: str = 'image',
-                 method: str = 'minmax', plan: Optional[dict] = None) -> Path:
+                 method: str = 'minmax', plan: Optional[dict] = None,
+                 quantize_attention: bool = False) -> Path:
     """Write static INT8 in QDQ form for TensorRT: symmetric, per-channel, zero points 0.
 
     ``method``: ``minmax``, ``percentile`` (99.999th) or ``entropy``. Groups the plan keeps in
-    FP32 get no Q/DQ nodes.
+    FP32 get no Q/DQ nodes. Activation-activation MatMuls (attention's QK^T and AV, the token
+    similarity scores) stay in float unless ``quantize_attention`` -- ModelOpt's default for
+    TensorRT, and the arithmetic of ``training.fakequant``.
     """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, quantize_static,
                                           QuantType)
@@ -105,6 +119,8 @@ def quantize_qdq(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     if not calibration:
         raise UserError('static quantization needs calibration frames')
     exclude = plan_fp32_nodes(fp32_path, plan) if plan else []
+    if not quantize_attention:
+        exclude += activation_matmuls(fp32_path)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     quantize_static(
         str(fp32_path), str(out_path), _FrameReader(input_name, calibration),

@@ -230,9 +230,21 @@ class NeighborMerge(Policy):
                 n -= rr
         return out
 
+    def metric(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Return the similarity features: LayerNorm'd tokens, float unless ``score_int8``.
+
+        ``score_int8: true`` rounds them to symmetric per-tensor INT8 first, to measure what
+        scoring inside an INT8 path would do (see docs/mixed-precision.md); not for deployment.
+        """
+        m = block.norm1(x)
+        if self.params.get('score_int8'):
+            scale = (m.detach().abs().amax() / 127).clamp_min(1e-12)
+            m = torch.clamp(torch.round(m / scale), -127, 127) * scale
+        return m
+
     def apply(self, step, block, prefix, state, grid):
         if step.kind == 'window':
-            return ops.window_merge(state, grid, block.norm1(state.x), step.count // 3)
+            return ops.window_merge(state, grid, self.metric(block, state.x), step.count // 3)
         key = state.pos[..., 0] * (grid[1] + 1) + state.pos[..., 1]
         state = ops.reorder(state, ops.argsort(key))
         n = state.x.shape[1]
@@ -240,7 +252,7 @@ class NeighborMerge(Policy):
         # squared distances as one small MatMul plus broadcasts (cheap in ONNX Runtime)
         d2 = (pa * pa).sum(-1, keepdim=True) + (pb * pb).sum(-1).unsqueeze(1) - \
             2.0 * pa @ pb.transpose(1, 2)
-        return ops.bipartite_merge(state, block.norm1(state.x), step.count,
+        return ops.bipartite_merge(state, self.metric(block, state.x), step.count,
                                    allowed=d2 <= step.radius ** 2)
 
 
