@@ -134,3 +134,22 @@ def test_fvcore_matches_analytic_formula():
     assert saving > 0
     assert abs((full - reduced) - saving) / saving < 0.1
     assert np.isfinite(reduced)
+
+
+def test_gradients_through_merges_match_finite_differences():
+    # training with a reduction active relies on these gradients (selection itself is discrete)
+    model = tiny().double()
+    attach_reduction(model, {'policy': 'neighbor', 'window_first': 0.5, 'ratio': 0.3,
+                             'locations': [1, 2]}, IMG)
+    x = torch.randn(1, 3, *IMG, dtype=torch.float64)
+    for p, idx in ((model.encoder.blocks[2].mlp.fc1.weight, (5, 7)),
+                   (model.encoder.pos_embed, (0, 5, 7))):
+        g, = torch.autograd.grad((model(x) ** 2).mean(), p)
+        eps = 1e-6
+        with torch.no_grad():
+            p[idx] += eps
+            plus = (model(x) ** 2).mean().item()
+            p[idx] -= 2 * eps
+            minus = (model(x) ** 2).mean().item()
+            p[idx] += eps
+        assert abs(g[idx].item() - (plus - minus) / (2 * eps)) < 1e-7
