@@ -167,7 +167,8 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
     card = card_from_config(cfg, name=Path(cfg['output_dir']).name)
     transform = TrainTransform(crop=cfg['model']['img_size'], mean=d['mean'], std=d['std'],
                                ignore_index=d['ignore_index'], seed=cfg['seed'],
-                               scale_range=d['scale_range'], jitter=d['jitter'])
+                               scale_range=d['scale_range'], jitter=d['jitter'],
+                               stretch=d.get('stretch', False))
     train_set = SegmentationDataset(d['root'], d['train_split'], transform, cache=d['cache'])
     val_set = SegmentationDataset(d['root'], d['val_split'], None, cache=d['cache'])
     if not cfg.get('resolved'):
@@ -183,6 +184,11 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
 
         model.load_state_dict(load_state_dict(tc['init_from']), strict=True)
     model = model.to(device)
+    if tc.get('trainable', 'all') == 'decoder':    # decoder adaptation: the encoder is frozen
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    elif tc.get('trainable', 'all') != 'all':
+        raise UserError(f'train.trainable must be all or decoder, got {tc["trainable"]!r}')
     steps_per_epoch = len(train_set) // (tc['batch_size'] * world)
     if steps_per_epoch == 0:
         raise UserError(f'{len(train_set)} training frames cannot fill one batch of '
@@ -192,6 +198,8 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
         total = min(total, int(tc['max_steps']))
     decay, no_decay = [], []
     for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim <= 1 or n.endswith(('pos_embed', 'cls_token', 'cls_emb')) else
          decay).append(p)
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': tc['weight_decay']},

@@ -17,9 +17,11 @@ from vit_seg_node.runtime.processing import normalize, resize_to_input
 class TrainTransform:
     """Random scale, crop, horizontal flip and photometric jitter, then normalisation.
 
-    The image is first brought to the network's scale (``crop`` is the network input size), then
-    scaled by a factor in ``scale_range``, cropped (padded with ``ignore_index`` when smaller)
-    and flipped. The random draws depend only on ``(seed, epoch, index)``.
+    The image is first brought to the network's scale (``crop`` is the network input size):
+    aspect-preserving by default, or stretched exactly as the deployed pre-processing does
+    (``stretch``); then scaled by a factor in ``scale_range``, cropped (padded with
+    ``ignore_index`` when smaller) and flipped. The random draws depend only on
+    ``(seed, epoch, index)``.
     """
 
     crop: Sequence[int]
@@ -30,6 +32,7 @@ class TrainTransform:
     scale_range: Sequence[float] = (0.5, 2.0)
     flip: bool = True
     jitter: float = 0.3
+    stretch: bool = False
 
     def __call__(self, image: np.ndarray, label: np.ndarray, epoch: int = 0,
                  index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,9 +40,12 @@ class TrainTransform:
         rng = np.random.default_rng([self.seed, epoch, index])
         ch, cw = self.crop
         h, w = label.shape
-        base = min(ch / h, cw / w) if (h, w) != (ch, cw) else 1.0
-        s = base * rng.uniform(*self.scale_range)
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        s = rng.uniform(*self.scale_range)
+        if self.stretch:   # the deployment geometry (card resize 'stretch'): per-axis base scale
+            nh, nw = max(1, round(ch * s)), max(1, round(cw * s))
+        else:
+            base = min(ch / h, cw / w) if (h, w) != (ch, cw) else 1.0
+            nh, nw = max(1, round(h * base * s)), max(1, round(w * base * s))
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
         ph, pw = max(ch - nh, 0), max(cw - nw, 0)
