@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Optional
 
+import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
 from rclpy.node import Node
@@ -249,8 +250,6 @@ class SegmentationNode(Node):
                 self.pub_color.publish(m)
             if want_overlay:
                 if shown is None:
-                    import cv2
-
                     shown = cv2.resize(rgb, (labels.shape[1], labels.shape[0]))
                 m = Image()
                 fill_image(m, overlay(shown, color, self.param('overlay_alpha')), 'rgb8', header)
