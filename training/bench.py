@@ -36,8 +36,6 @@ def machine_info(threads: int) -> dict[str, Any]:
     cpu, flags = platform.processor(), []
     try:
         for line in open('/proc/cpuinfo'):
-            if line.startswith('model name') and not cpu:
-                cpu = line.split(':', 1)[1].strip()
             if line.startswith('model name'):
                 cpu = line.split(':', 1)[1].strip()
             if line.startswith('flags'):

@@ -14,8 +14,8 @@ import torch
 
 from vit_seg_node.runtime.card import ModelCard
 from vit_seg_node.runtime.metrics import ConfusionMatrix
-from vit_seg_node.runtime.processing import fit_geometry, normalize, resize_to_input, \
-    restore_labels, to_labels
+from vit_seg_node.runtime.processing import normalize, resize_to_input, restore_labels, \
+    to_labels
 
 
 def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray],
@@ -55,6 +55,3 @@ def evaluate_model(model: torch.nn.Module, dataset, card: ModelCard, device: str
     report = cm.summary(card.classes)
     report['num_images'] = len(dataset)
     return report
-
-
-__all__ = ['evaluate_model', 'evaluate_predictor', 'fit_geometry']

@@ -194,12 +194,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- bench
 def cmd_bench(a: argparse.Namespace) -> int:
     """Run the benchmark grid and write results.{csv,json,md} and pareto.png."""
-    from training.bench import run_bench
+    from training.bench import markdown_table, run_bench
 
-    doc = run_bench(a.config, a.out)
-    from training.bench import markdown_table
-
-    print(markdown_table(doc))
+    print(markdown_table(run_bench(a.config, a.out)))
     return 0
 
 
