@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.setup-stamp
 DEMO_BAG ?= vit_seg_node/data/bags/camvid_val_sample
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test lint bench clean-venv
+.PHONY: setup demo test lint bench models clean-venv
 
 setup:
 	@set -e; \
@@ -39,6 +39,17 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/vit-seg bench --config training/configs/bench_camvid.yaml --out docs/results
+
+# The shipped fast model: the fine-tuned neighbour-merge checkpoint, exported, quantized with the
+# allocated plan, scored on CamVid val (the score goes into its card). Needs the dataset.
+CAMVID ?= ../shared/datasets/camvid
+NB_REF := training/reference/camvid_vit_tiny_neighbor
+models: setup
+	$(VENV)/bin/vit-seg export --checkpoint $(NB_REF)/model.safetensors --out runs/models/fast_fp32.onnx \
+	  --frames $(CAMVID) --split val --num-frames 4 --name camvid_vit_tiny_neighbor --metrics $(NB_REF)/val_eval.json
+	$(VENV)/bin/vit-seg quantize --model runs/models/fast_fp32.onnx --format dynamic \
+	  --plan docs/results/quant/sensitivity.json --out vit_seg_node/data/models/fast.onnx
+	$(VENV)/bin/vit-seg eval --model vit_seg_node/data/models/fast.onnx --data $(CAMVID) --split val --record
 
 clean-venv:
 	rm -rf $(VENV)

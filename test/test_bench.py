@@ -20,6 +20,7 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini):
     train(str(tmp_path / 'train.yaml'))
     bench = {'checkpoint': str(tmp_path / 'run' / 'last.pt'), 'data': str(camvid_mini),
              'split': 'val', 'threads': 1, 'warmup': 1, 'runs': 3, 'limit': 2,
+             'timing_passes': 2,
              'workdir': str(tmp_path / 'models'),
              'variants': [
                  {'name': 'base', 'baseline': True},
@@ -46,8 +47,27 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini):
     assert vs['base']['speedup_vs_baseline'] == 1.0
     assert vs['nb']['flops'] < vs['base']['flops']
     assert (out / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+    assert doc['reproducibility']['max_speedup_ratio_deviation'] >= 0.0
+    assert set(doc['reproducibility']['second_pass_p50_ms']) == set(vs)
 
 
 def test_pareto_front():
     pts = [(10, 0.5), (20, 0.6), (15, 0.4), (30, 0.55)]
     assert pareto_front(pts) == [0, 1]
+
+
+def test_matched_latency_compares_within_the_band_and_precision():
+    from training.bench import matched_latency_table
+
+    def v(name, policy, lat, miou, precision='fp32'):
+        return {'name': name, 'policy': policy, 'precision': precision, 'miou': miou,
+                'latency_ms': {'p50': lat}}
+    doc = {'variants': [v('base', 'none', 80, 0.60), v('nb', 'neighbor', 40, 0.59),
+                        v('w', 'window', 41, 0.58), v('w2', 'window', 39, 0.595),
+                        v('e', 'evit', 50, 0.60), v('w8', 'window', 40, 0.60, 'int8')]}
+    md = matched_latency_table(doc)
+    row = [line for line in md.splitlines() if line.startswith('| nb')][0]
+    assert 'w2: 39.0 ms, 0.5950' in row       # the better window variant in the band
+    assert '| -- |' in row                     # EViT at 50 ms is out of the band
+    assert row.endswith('| no |')              # w2 beats it
+    assert 'w8' not in md                      # other precision

@@ -15,6 +15,27 @@ def test_groups_cover_blocks_and_decoder(tiny_model):
     assert [g for g in groups if g.startswith('encoder.blocks.')] == \
         [f'encoder.blocks.{i:02d}' for i in range(4)]
     assert all(groups.values())
+    # attention's two activation products per block and the stem convolutions are groups too
+    assert len(groups['attention']) == 2 * 4 and len(groups['stem']) >= 4
+    assert not any('/attn/qkv/' in n for n in groups['attention'])
+
+
+def test_plan_decides_which_operators_are_int8(tiny_model, tmp_path):
+    def quantized_inputs(path):
+        kinds = {'MatMulInteger', 'DynamicQuantizeMatMul', 'ConvInteger'}
+        return {n.op_type for n in onnx.load(str(path)).graph.node} & kinds
+    default = quantize_mixed(tiny_model, tmp_path / 'default.onnx', {'default': 'int8'})
+    assert 'ConvInteger' not in quantized_inputs(default)
+    n_default = sum(n.op_type == 'DynamicQuantizeLinear'
+                    for n in onnx.load(str(default)).graph.node)
+    plan = {'default': 'int8', 'groups': {'attention': 'int8', 'stem': 'int8'}}
+    everything = quantize_mixed(tiny_model, tmp_path / 'all.onnx', plan)
+    assert 'ConvInteger' in quantized_inputs(everything)
+    n_all = sum(n.op_type == 'DynamicQuantizeLinear' for n in onnx.load(str(everything)).graph.node)
+    assert n_all > n_default      # attention's activations are quantized as well
+    assert plan_fp32_nodes(tiny_model, plan) == []
+    none = quantize_mixed(tiny_model, tmp_path / 'none.onnx', {'default': 'fp32'})
+    assert not quantized_inputs(none)
 
 
 def test_fp32_layer_in_plan_has_no_qdq(tiny_model, camvid_mini, tmp_path):
@@ -60,9 +81,10 @@ def test_allocation_respects_budget():
         'a': {'miou_drop': 0.0, 'latency_gain_ms': 2.0},
         'b': {'miou_drop': 0.004, 'latency_gain_ms': 3.0},
         'c': {'miou_drop': 0.003, 'latency_gain_ms': 0.5},
-        'd': {'miou_drop': -0.001, 'latency_gain_ms': 1.0}}}
+        'd': {'miou_drop': -0.001, 'latency_gain_ms': 1.0},
+        'e': {'miou_drop': 0.0, 'latency_gain_ms': -0.7}}}   # free but slower: stays FP32
     plan = allocate(sens, 0.005)
-    assert plan['groups'] == {'a': 'int8', 'b': 'int8', 'c': 'fp32', 'd': 'int8'}
+    assert plan['groups'] == {'a': 'int8', 'b': 'int8', 'c': 'fp32', 'd': 'int8', 'e': 'fp32'}
     assert plan['estimated_drop'] <= 0.005
 
 
@@ -121,3 +143,96 @@ def test_exported_int8_matches_pytorch_fakequant(tiny_model, camvid_mini, tmp_pa
         got = backend.infer(x)
         assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.1
         assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.97
+
+
+def test_float16_typed_qdq_for_strongly_typed_tensorrt(camvid_mini, tmp_path):
+    """Q/DQ + FP16-typed blocks (opset 19); token scoring, I/O and TopK stay FP32; it runs."""
+    import pytest
+    import torch
+
+    from training.config import card_from_config, DEFAULTS, _merge
+    from training.export import export_onnx
+    from training.models import create_model
+    from training.quant import to_float16
+    from training.reduction.wiring import attach_reduction
+    from vit_seg_node.errors import UserError
+
+    torch.manual_seed(0)
+    model = create_model('segvit_test', num_classes=11, img_size=(64, 96)).eval()
+    attach_reduction(model, {'policy': 'neighbor', 'window_first': 0.5, 'ratio': 0.3,
+                             'locations': [1, 2]}, (64, 96))
+    card = card_from_config(_merge(DEFAULTS, {'model': {'name': 'segvit_test',
+                                                        'img_size': [64, 96]}}), 't16')
+    card.reduction = model.reduction_card
+    ds = SegmentationDataset(camvid_mini, 'train', cache=False)
+    frames = [ds.load(i)[0] for i in range(3)]
+    calib = frames_to_batches(frames, card)
+    for opset in (17, 19):
+        fp32 = tmp_path / f'm{opset}.onnx'
+        export_onnx(model, card, fp32, frames[:1], opset=opset)
+        qdq = quantize_qdq(fp32, tmp_path / f'q{opset}.onnx', calib, card.input_name)
+    with pytest.raises(UserError, match='opset >= 19'):
+        to_float16(tmp_path / 'q17.onnx', tmp_path / 'bad.onnx')
+    out = to_float16(qdq, tmp_path / 'q16.onnx')
+    g = onnx.load(str(out)).graph
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert g.input[0].type.tensor_type.elem_type == f32
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             list(onnx.shape_inference.infer_shapes(onnx.load(str(out))).graph.value_info)}
+    topk_in = [types.get(n.input[0]) for n in g.node if n.op_type == 'TopK']
+    assert topk_in and all(t == f32 for t in topk_in)         # token selection stays FP32
+    scales = {i.name: i.data_type for i in g.initializer if i.name.endswith('_scale')}
+    assert scales and f16 in scales.values()                   # FP16-typed Q/DQ in the blocks
+    qkv = [n for n in g.node if n.op_type == 'MatMul' and '/blocks.1/attn/qkv' in n.name]
+    assert qkv and types.get(qkv[0].output[0]) == f16
+    ref = create_backend(tmp_path / 'm19.onnx', card, threads=1).infer(calib[0])
+    got = create_backend(out, card, threads=1).infer(calib[0])
+    assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.9
+
+
+def test_sensitivity_report_drives_the_quantize_command(tiny_model, camvid_mini, tmp_path):
+    import json
+
+    from training.quant import sensitivity
+    from vit_seg_node.cli import main
+
+    card = load_card(tiny_model)
+    sens = sensitivity(tiny_model, card, str(camvid_mini), 'val', limit=2, threads=1, pairs=3)
+    assert set(sens['groups']) == set(node_groups(tiny_model))
+    for s in sens['groups'].values():
+        assert {'miou_drop', 'latency_gain_ms', 'noise_ms'} <= set(s) and s['noise_ms'] >= 0
+    sens['plan'] = allocate(sens, 0.005)
+    report = tmp_path / 'sens.json'
+    report.write_text(json.dumps(sens))
+    out = tmp_path / 'm.onnx'
+    assert main(['quantize', '--model', str(tiny_model), '--out', str(out), '--plan',
+                 str(report)]) == 0
+    groups = load_card(out).precision['groups']
+    assert groups == {g: sens['plan']['groups'][g] for g in groups}
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"default": "int8", "groups": {"encoder.blocks.00": "int4"}}')
+    assert main(['quantize', '--model', str(tiny_model), '--out', str(tmp_path / 'b.onnx'),
+                 '--plan', str(bad)]) == 2
+
+
+def test_quantized_card_drops_float_metrics_until_eval_records(tiny_model, camvid_mini, tmp_path):
+    from vit_seg_node.cli import main
+
+    out = tmp_path / 'q.onnx'
+    assert main(['quantize', '--model', str(tiny_model), '--out', str(out)]) == 0
+    assert load_card(out).metrics == {}
+    args = ['eval', '--model', str(out), '--data', str(camvid_mini), '--split', 'val']
+    assert main(args + ['--record', '--limit', '1']) == 2
+    assert main(args + ['--record']) == 0
+    metrics = load_card(out).metrics
+    assert 0.0 <= metrics['miou'] <= 1.0 and metrics['num_images'] == 3
+
+
+def test_label_agreement_tool(tiny_model, camvid_mini, tmp_path):
+    from training.tools.label_agreement import agreement
+
+    q = quantize_mixed(tiny_model, tmp_path / 'q.onnx', {'default': 'int8'})
+    import shutil
+    shutil.copyfile(tiny_model.with_suffix('.card.yaml'), tmp_path / 'q.card.yaml')
+    rep = agreement(str(tiny_model), [str(tiny_model), str(q)], str(camvid_mini), limit=2)
+    assert rep[str(tiny_model)] == 1.0 and 0.9 < rep[str(q)] <= 1.0

@@ -69,6 +69,24 @@ def test_restoration_of_pruned_and_merged_tokens():
                 assert torch.allclose(dense[b, where], state.x[b, t].expand(len(where), -1))
 
 
+@pytest.mark.parametrize('decoder', ['mask_transformer', 'linear'])
+@pytest.mark.parametrize('policy', sorted(POLICIES))
+def test_decoding_reduced_tokens_equals_decoding_the_dense_grid(policy, decoder):
+    torch.manual_seed(0)
+    model = create_model('segvit_test', num_classes=11, img_size=IMG, decoder=decoder).eval()
+    attach_reduction(model, {'policy': policy, **POLICIES[policy][1]}, IMG)
+    x = torch.randn(2, 3, *IMG)
+    with torch.no_grad():
+        tokens, assign = model.forward_tokens(x)
+        dense = model.forward_features(x)
+        assert dense.shape[1] == 24
+        got = model.forward_head(tokens, (4, 6), assign)
+        ref = model.forward_head(dense, (4, 6))
+    if policy != 'evit':   # merging: the decoder sees fewer tokens than the grid has
+        assert assign is not None and tokens.shape[1] < 24
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5), (got - ref).abs().max()
+
+
 def test_neighbor_merge_only_merges_spatial_neighbours():
     torch.manual_seed(0)
     x = torch.randn(1, 24, 32)

@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 import signal
@@ -161,3 +162,71 @@ def test_eval_cli_errors_are_one_line_exit_2(tmp_path, camvid_mini):
                            capture_output=True, text=True, timeout=120)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and msg in lines[0], r.stderr
+
+
+def test_decoder_adaptation_under_fake_quantization(tmp_path):
+    from safetensors.torch import load_file
+
+    from training.config import build_model
+    from training.fakequant import FakeQuantLinear
+
+    cfg = tiny_config(tmp_path, max_steps=8, eval_every=1, trainable='decoder',
+                      fake_quant={'calibrator': 'minmax', 'frames': 2})
+    doc = yaml.safe_load(cfg.read_text())
+    doc['train']['epochs'] = 2
+    cfg.write_text(yaml.safe_dump(doc))
+    summary = train(str(cfg))
+    assert summary['steps'] > 0 and 0 <= summary['best_val_miou'] <= 1
+    run = tmp_path / 'run'
+    ck = torch.load(run / 'last.pt', weights_only=True)['model']
+    scales = [v for k, v in ck.items() if k.endswith('act_scale')]
+    assert scales and all(float(s) > 0 for s in scales)   # calibrated, saved for resume
+    # the exported weights are the float model's: they load into a plain model, strictly
+    model = build_model(load_config(run / 'config.yaml'))
+    model.load_state_dict(load_file(run / 'best.safetensors'), strict=True)
+    assert not any(isinstance(m, FakeQuantLinear) for m in model.modules())
+
+
+def test_self_distillation_from_the_unreduced_model(tmp_path):
+    from training.train import distillation_loss
+
+    x = torch.randn(2, 11, 4, 6)
+    assert float(distillation_loss(x, x, {'weight': 1.0})) < 1e-6
+    assert float(distillation_loss(x, torch.randn(2, 11, 4, 6), {'weight': 1.0})) > 0.1
+    (tmp_path / 'a').mkdir()
+    first = tiny_config(tmp_path / 'a', max_steps=4)
+    train(str(first))
+    cfg = tiny_config(tmp_path, max_steps=4, log_every=1,
+                      init_from=str(tmp_path / 'a' / 'run' / 'last.pt'),
+                      distill={'weight': 1.0, 'temperature': 2.0})
+    doc = yaml.safe_load(cfg.read_text())
+    doc['model']['reduction'] = {'policy': 'neighbor', 'ratio': 0.3, 'locations': [1, 2]}
+    cfg.write_text(yaml.safe_dump(doc))
+    assert train(str(cfg))['steps'] == 4
+
+
+def test_publish_writes_fp16_weights_that_rebuild(tmp_path):
+    from safetensors.torch import load_file
+
+    from training.checkpoint import load_model
+    from training.tools.publish import main as publish_main
+
+    cfg = tiny_config(tmp_path, max_steps=3, eval_every=1)
+    doc = yaml.safe_load(cfg.read_text())
+    doc['train']['epochs'] = 1
+    cfg.write_text(yaml.safe_dump(doc))
+    train(str(cfg))
+    assert publish_main([str(tmp_path / 'run'), str(tmp_path / 'ref')]) == 0
+    weights = load_file(tmp_path / 'ref' / 'model.safetensors')
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    model, _ = load_model(tmp_path / 'ref' / 'model.safetensors')
+    assert next(model.parameters()).dtype == torch.float32
+    assert publish_main([str(tmp_path / 'missing'), str(tmp_path / 'x')]) == 2
+    # the published weights evaluate, also under INT8 fake quantization
+    from vit_seg_node.cli import main
+
+    rep = tmp_path / 'fq.json'
+    assert main(['eval', '--checkpoint', str(tmp_path / 'ref' / 'model.safetensors'), '--data',
+                 str(ROOT / 'test' / 'data' / 'camvid_mini'), '--fake-quant', '2', '--json',
+                 str(rep)]) == 0
+    assert json.loads(rep.read_text())['fake_quant_calibration_frames'] == 2

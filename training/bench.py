@@ -74,9 +74,40 @@ def time_session(sess, feed: dict[str, np.ndarray], warmup: int, runs: int) -> d
         t = time.perf_counter()
         sess.run(None, feed)
         times.append((time.perf_counter() - t) * 1e3)
-    a = np.asarray(times)
+    return percentiles(times)
+
+
+def percentiles(times_ms: list[float]) -> dict[str, float]:
+    """Return p50/p90/p99 and the mean of latencies in ms."""
+    a = np.asarray(times_ms)
     return {'p50': float(np.median(a)), 'p90': float(np.percentile(a, 90)),
             'p99': float(np.percentile(a, 99)), 'mean': float(a.mean())}
+
+
+def time_interleaved(sessions: list, feeds: list[dict], warmup: int, runs: int,
+                     burst: int = 5) -> list[dict[str, float]]:
+    """Time several sessions in rounds: each round runs every session ``burst`` times in turn.
+
+    Timing variants one after another lets a shared machine's drift (we saw the same model at 64
+    and 77 ms an hour apart) leak into their ratios; in rounds, every variant sees the same
+    conditions. A burst keeps each model's own caches warm, as when it runs alone on a robot.
+    Returns per session the percentiles (ms) of ``runs`` timed runs after ``warmup`` runs.
+    """
+    for sess, feed in zip(sessions, feeds):
+        for _ in range(warmup):
+            sess.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
+    rounds = -(-runs // burst)
+    for i in range(rounds):
+        order = list(range(len(sessions)))
+        order = order[i % len(order):] + order[:i % len(order)]   # rotate who goes first
+        for k in order:
+            sessions[k].run(None, feeds[k])   # one untimed run after the previous model
+            for _ in range(burst):
+                t = time.perf_counter()
+                sessions[k].run(None, feeds[k])
+                times[k].append((time.perf_counter() - t) * 1e3)
+    return [percentiles(t[:runs]) for t in times]
 
 
 def gemm_peak(threads: int, precision: str, size: int = 1024, runs: int = 20) -> float:
@@ -113,29 +144,31 @@ def gemm_peak(threads: int, precision: str, size: int = 1024, runs: int = 20) ->
     return 2.0 * size ** 3 / (t['p50'] * 1e-3) / 1e9
 
 
+def precision_plan(fp32_path: Path, precision: str, plan: Optional[dict] = None) -> dict:
+    """Return the precision plan that ``apply_precision`` uses for an INT8 form."""
+    from training.quant import uniform_plan
+
+    return uniform_plan(fp32_path) if precision == 'int8' else (plan or {'default': 'int8'})
+
+
 def apply_precision(fp32_path: Path, precision: str, out_path: Path,
                     plan: Optional[dict] = None) -> Path:
-    """Write the ``precision`` form of an FP32 ONNX model (see docs/mixed-precision.md)."""
+    """Write the ``precision`` form of an FP32 ONNX model (see docs/mixed-precision.md).
+
+    ``int8``: uniform -- every quantizable operator INT8 (dynamic), including attention's
+    activation products, the token scoring and the stem; ``mixed``: the precision ``plan``
+    (default: ``training.quant``'s default plan, Linear layers INT8, the rest float).
+    """
     if precision == 'fp32':
         return fp32_path
-    if precision == 'int8':
-        from onnxruntime.quantization import quantize_dynamic, QuantType
-
-        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=['MatMul'],
-                         nodes_to_exclude=list((plan or {}).get('fp32_nodes', [])))
-        return out_path
-    if precision == 'mixed':
+    if precision in ('int8', 'mixed'):
         from training.quant import quantize_mixed
 
-        return quantize_mixed(fp32_path, out_path, plan or {})
+        return quantize_mixed(fp32_path, out_path, precision_plan(fp32_path, precision, plan))
     if precision == 'fp16':
-        import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from training.quant import to_float16
 
-        m = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-        onnx.save(m, str(out_path))
-        return out_path
+        return to_float16(fp32_path, out_path)
     raise UserError(f'unknown precision {precision!r}; choose one of {PRECISIONS}')
 
 
@@ -193,7 +226,7 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
     machine = machine_info(threads)
     machine['gemm_peak_gflops'] = {'fp32': gemm_peak(threads, 'fp32'),
                                    'int8': gemm_peak(threads, 'int8')}
-    results, built = [], {}
+    results, built, feeds = [], {}, []
     for v in variants:
         v = copy.deepcopy(v)
         key = json.dumps([v.get('checkpoint'), v.get('reduction')], sort_keys=True)
@@ -201,6 +234,10 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
             built[key] = build_variant(v, cfg['checkpoint'], work, frames)
         model, card, fp32_path, img = built[key]
         precision = v.get('precision', 'fp32')
+        if isinstance(v.get('plan'), str):   # a plan file, or a sensitivity report with one
+            from training.quant import load_plan
+
+            v['plan'] = load_plan(v['plan'])
         path = apply_precision(fp32_path, precision, work / f'{v["name"]}.{precision}.onnx',
                                v.get('plan'))
         if path != fp32_path:   # the quantized model gets its own card, precision recorded
@@ -208,15 +245,15 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
             qcard.precision = {'default': precision, 'form': 'onnxruntime-dynamic'
                                if precision in ('int8', 'mixed') else precision,
                                'plan': v.get('plan')}
+            if precision in ('int8', 'mixed'):
+                from training.quant import group_precisions
+
+                plan = precision_plan(fp32_path, precision, v.get('plan'))
+                qcard.precision['plan'] = plan
+                qcard.precision['groups'] = group_precisions(fp32_path, plan)
             save_card(qcard, path)
         c = cost(model, (1, 3, *img))
-        sess = session(path, threads)
-        feed = {card.input_name: np.random.default_rng(0).standard_normal(
-            (1, 3, *img)).astype(np.float32)}
-        lat = time_session(sess, feed, warmup, runs)
         ev = evaluate_onnx(path, card, cfg['data'], cfg.get('split', 'val'), threads, limit)
-        peak = machine['gemm_peak_gflops']['int8' if precision in ('int8', 'mixed') else 'fp32']
-        achieved = c['flops'] / (lat['p50'] * 1e-3) / 1e9
         results.append({
             'name': v['name'], 'baseline': bool(v.get('baseline')),
             'policy': card.reduction.get('policy', 'none'),
@@ -224,24 +261,81 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
             'fine_tuned': 'checkpoint' in v,
             'params': c['params'], 'macs': c['macs'], 'flops': c['flops'],
             'size_mb': path.stat().st_size / 1e6,
-            'latency_ms': {k: lat[k] for k in ('p50', 'p90', 'p99')},
-            'fps': 1e3 / lat['p50'], 'miou': ev['miou'], 'pixel_acc': ev['pixel_acc'],
-            'num_images': ev['num_images'], 'achieved_gflops': achieved,
-            'roofline_fraction': achieved / peak if peak else None,
+            'miou': ev['miou'], 'pixel_acc': ev['pixel_acc'], 'num_images': ev['num_images'],
             'tokens_per_block': card.reduction.get('tokens_per_block'),
             'onnx': str(path),
         })
-        print(f'bench: {v["name"]}: {lat["p50"]:.1f} ms, mIoU {ev["miou"]:.4f}, '
-              f'{c["flops"] / 1e9:.2f} GFLOPs', flush=True)
+        feeds.append({card.input_name: np.random.default_rng(0).standard_normal(
+            (1, 3, *img)).astype(np.float32)})
+        print(f'bench: {v["name"]}: mIoU {ev["miou"]:.4f}, {c["flops"] / 1e9:.2f} GFLOPs',
+              flush=True)
+    # latency last, all variants in rounds, so that the drift of a shared machine hits them alike
+    sessions = [session(r['onnx'], threads) for r in results]
+    lats = time_interleaved(sessions, feeds, warmup, runs)
+    base_i = next(i for i, r in enumerate(results) if r['baseline'])
+    check = {}
+    if int(cfg.get('timing_passes', 1)) > 1:
+        # a second, independent timing pass: how well do the speed-up ratios reproduce?
+        again = time_interleaved(sessions, feeds, warmup, runs)
+        dev = [abs((again[base_i]['p50'] / b['p50']) / (lats[base_i]['p50'] / a['p50']) - 1)
+               for a, b in zip(lats, again)]
+        check = {'second_pass_p50_ms': {r['name']: b['p50'] for r, b in zip(results, again)},
+                 'max_speedup_ratio_deviation': max(dev)}
+    for r, lat in zip(results, lats):
+        peak = machine['gemm_peak_gflops']['int8' if r['precision'] in ('int8', 'mixed')
+                                           else 'fp32']
+        achieved = r['flops'] / (lat['p50'] * 1e-3) / 1e9
+        r.update({'latency_ms': {k: lat[k] for k in ('p50', 'p90', 'p99')},
+                  'fps': 1e3 / lat['p50'], 'achieved_gflops': achieved,
+                  'roofline_fraction': achieved / peak if peak else None})
+        print(f'bench: {r["name"]}: {lat["p50"]:.1f} ms', flush=True)
     base = next(r for r in results if r['baseline'])
     for r in results:
         r['speedup_vs_baseline'] = base['latency_ms']['p50'] / r['latency_ms']['p50']
         r['miou_drop_vs_baseline'] = base['miou'] - r['miou']
         r['flops_ratio_vs_baseline'] = r['flops'] / base['flops']
     doc = {'machine': machine, 'config': str(config_path), 'split': cfg.get('split', 'val'),
-           'variants': results}
+           'variants': results, 'reproducibility': check}
     write_results(doc, out)
     return doc
+
+
+def retime(results_path: str | os.PathLike, warmup: int = 5, runs: int = 30) -> dict:
+    """Time the models of a committed ``results.json`` again; compare the speed-up ratios.
+
+    Answers "does re-running reproduce the ratios?" across time, not only within one run
+    (the benchmark's second timing pass). Returns per variant the new p50 and speed-up, and the
+    relative deviation of every speed-up from the committed one.
+    """
+    import datetime
+
+    doc = json.loads(Path(results_path).read_text())
+    threads = int(doc['machine']['threads'])
+    rs = doc['variants']
+    missing = [r['onnx'] for r in rs if not Path(r['onnx']).is_file()]
+    if missing:
+        raise UserError(f'{len(missing)} benchmark models are missing (e.g. {missing[0]}): '
+                        f'run the benchmark first')
+    sessions = [session(r['onnx'], threads) for r in rs]
+    feeds = []
+    for s in sessions:
+        i = s.get_inputs()[0]
+        feeds.append({i.name: np.random.default_rng(0).standard_normal(
+            [int(d) for d in i.shape]).astype(np.float32)})
+    lats = time_interleaved(sessions, feeds, warmup, runs)
+    b = next(i for i, r in enumerate(rs) if r['baseline'])
+    rows = {}
+    for r, lat in zip(rs, lats):
+        speedup = lats[b]['p50'] / lat['p50']
+        rows[r['name']] = {'p50_ms': lat['p50'], 'speedup': speedup,
+                           'committed_speedup': r['speedup_vs_baseline'],
+                           'deviation': speedup / r['speedup_vs_baseline'] - 1}
+    dev = sorted(abs(v['deviation']) for v in rows.values())
+    when = datetime.datetime.now().isoformat(timespec='seconds')
+    return {'results': str(results_path), 'when': when,
+            'baseline_p50_ms': {'committed': rs[b]['latency_ms']['p50'], 'now': lats[b]['p50']},
+            'max_abs_deviation': dev[-1], 'median_abs_deviation': dev[len(dev) // 2],
+            'variants': rows}
 
 
 def write_results(doc: dict, out: Path) -> None:
@@ -257,7 +351,7 @@ def write_results(doc: dict, out: Path) -> None:
         w.writerow({**r, 'budget': json.dumps(r['budget']), 'p50_ms': r['latency_ms']['p50'],
                     'p90_ms': r['latency_ms']['p90'], 'p99_ms': r['latency_ms']['p99']})
     atomic_write_text(out / 'results.csv', buf.getvalue())
-    atomic_write_text(out / 'results.md', markdown_table(doc))
+    atomic_write_text(out / 'results.md', markdown_table(doc) + matched_latency_table(doc))
     pareto_plot(doc, out / 'pareto.png')
 
 
@@ -276,7 +370,11 @@ def markdown_table(doc: dict) -> str:
     m = doc['machine']
     lines = [f'Machine: {m["cpu"]}, {m["cores"]} cores, {m["threads"]} threads, ONNX Runtime '
              f'{m["onnxruntime"]}; GEMM peak {m["gemm_peak_gflops"]["fp32"]:.0f} GFLOP/s FP32, '
-             f'{m["gemm_peak_gflops"]["int8"]:.0f} GOP/s INT8. Split: {doc["split"]}.', '',
+             f'{m["gemm_peak_gflops"]["int8"]:.0f} GOP/s INT8. Split: {doc["split"]}. '
+             'Latency: all variants timed in interleaved rounds (`time_interleaved`).'
+             + (f' A second timing pass reproduced every speed-up ratio within '
+                f'{100 * doc["reproducibility"]["max_speedup_ratio_deviation"]:.1f} %.'
+                if doc.get('reproducibility') else ''), '',
              '| variant | policy | precision | GFLOPs | params (M) | p50 / p90 / p99 ms | FPS | '
              'mIoU | speed-up | mIoU drop (pts) | G(FL)OP/s (% peak) |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
@@ -289,6 +387,53 @@ def markdown_table(doc: dict) -> str:
             f'{lat["p50"]:.1f} / {lat["p90"]:.1f} / {lat["p99"]:.1f} | {r["fps"]:.1f} | '
             f'{r["miou"]:.4f} | {r["speedup_vs_baseline"]:.2f}x | '
             f'{100 * r["miou_drop_vs_baseline"]:+.2f} | {r["achieved_gflops"]:.0f}{frac} |')
+    return '\n'.join(lines) + '\n'
+
+
+def matched_latency(doc: dict, policy: str = 'neighbor', tol: float = 0.05) -> list[dict]:
+    """Return, per ``policy`` variant, the most accurate rival of every other policy nearby.
+
+    A rival has the same precision and a latency within ``tol`` (relative) of the variant's.
+    """
+    rs = [r for r in doc['variants'] if r['policy'] != 'none']
+    others = sorted({r['policy'] for r in rs} - {policy})
+    rows = []
+    for r in rs:
+        if r['policy'] != policy:
+            continue
+        lat = r['latency_ms']['p50']
+        row = {'variant': r, 'matches': {}}
+        for p in others:
+            near = [o for o in rs if o['policy'] == p and o['precision'] == r['precision']
+                    and abs(o['latency_ms']['p50'] / lat - 1) <= tol]
+            row['matches'][p] = max(near, key=lambda o: o['miou']) if near else None
+        rows.append(row)
+    return rows
+
+
+def matched_latency_table(doc: dict, tol: float = 0.05) -> str:
+    """Return the matched-latency comparison as Markdown (empty when nothing to compare)."""
+    rows = matched_latency(doc, tol=tol)
+    if not rows:
+        return ''
+    others = list(rows[0]['matches'])
+
+    def cell(r: Optional[dict]) -> str:
+        if r is None:
+            return '--'
+        return f'{r["name"]}: {r["latency_ms"]["p50"]:.1f} ms, {r["miou"]:.4f}'
+    lines = ['', f'Matched latency (+-{100 * tol:.0f} %, same precision): the most accurate '
+             'variant of each baseline policy within the band of each neighbour-merge variant.', '',
+             '| neighbour merge | ' + ' | '.join(others) + ' | best? |',
+             '|---|' + '---|' * (len(others) + 1)]
+    for row in rows:
+        r = row['variant']
+        rivals = [m for m in row['matches'].values() if m is not None]
+        best = 'yes' if all(r['miou'] > m['miou'] for m in rivals) else 'no'
+        if not rivals:
+            best = 'no rival in band'
+        lines.append(f'| {cell(r)} | ' + ' | '.join(cell(row['matches'][p]) for p in others) +
+                     f' | {best} |')
     return '\n'.join(lines) + '\n'
 
 

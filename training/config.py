@@ -32,7 +32,12 @@ DEFAULTS: dict[str, Any] = {
               'weight_decay': 0.05, 'warmup_steps': 200, 'schedule': 'cosine',
               'grad_clip': 1.0, 'eval_every': 5, 'checkpoint_every': 100, 'num_workers': 2,
               'amp': 'auto', 'max_steps': 0, 'threads': 0, 'log_every': 10,
-              'init_from': '', 'freeze_bn': False, 'trainable': 'all'},
+              'init_from': '', 'freeze_bn': False, 'trainable': 'all',
+              # quantization-aware: {calibrator: minmax|percentile|mse, frames: N, plan: {...}}
+              'fake_quant': None,
+              # self-distillation from the unreduced model: {weight: a, temperature: T,
+              # teacher: checkpoint (default: init_from)}; loss = CE + a * T^2 * KL
+              'distill': None},
 }
 
 

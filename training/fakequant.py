@@ -107,6 +107,26 @@ def quantize_model(model: nn.Module, plan: Optional[dict] = None, bits: int = 8,
     return names
 
 
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Return the state dict without fake-quant wrappers: the float model's keys and weights.
+
+    The deployed INT8 models are quantized from these float weights by the exporter, so a model
+    adapted under fake quantization is saved, loaded and exported like any other.
+    """
+    wrapped = {n for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)}
+    out = {}
+    for k, v in model.state_dict().items():
+        owner, _, leaf = k.rpartition('.')
+        if owner in wrapped:
+            if leaf == 'act_scale':
+                continue
+        parent, _, child = owner.rpartition('.')
+        if parent in wrapped and child == 'linear':
+            k = f'{parent}.{leaf}'
+        out[k] = v
+    return out
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Run calibration frames and freeze every FakeQuantLinear's activation scale."""

@@ -25,67 +25,120 @@ import numpy as np
 
 from vit_seg_node.errors import UserError
 
-QUANT_OPS = ('MatMul', 'Gemm')
+QUANT_OPS = ('MatMul', 'Gemm', 'Conv')
+# operator groups that stay float unless a plan names them: measured slower in INT8 on this CPU
+# (attention's activation products, the conv stem) or kept float by design (token scoring)
+FLOAT_BY_DEFAULT = ('attention', 'reduction', 'stem')
+
+
+def _constants(graph) -> set[str]:
+    names = {i.name for i in graph.initializer}
+    return names | {o for n in graph.node if n.op_type == 'Constant' for o in n.output}
 
 
 def node_groups(model_path: str | os.PathLike) -> dict[str, list[str]]:
-    """Return ``group -> [MatMul/Gemm node names]`` of an exported model."""
-    import onnx
+    """Return ``group -> [quantizable node names]`` of an exported model.
 
-    groups: dict[str, list[str]] = {}
-    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
-        if node.op_type not in QUANT_OPS:
-            continue
-        # exported scope names: '/blocks/blocks.3/...' (encoder; '/reduction/blocks.3/...' when
-        # a token reduction runs the blocks), '/decoder/...' (decoder)
-        m = re.search(r'/blocks\.(\d+)/', node.name)
-        if '/decoder/' in node.name:
-            g = 'decoder'
-        elif m:
-            g = f'encoder.blocks.{int(m.group(1)):02d}'
-        else:
-            g = 'other'
-        groups.setdefault(g, []).append(node.name)
-    return dict(sorted(groups.items()))
-
-
-def activation_matmuls(model_path: str | os.PathLike) -> list[str]:
-    """Return MatMul nodes with no constant operand (attention's QK^T and AV, token scores)."""
+    Groups: ``encoder.blocks.NN`` and ``decoder`` (their Linear layers: MatMul/Gemm with a
+    weight), ``attention`` (activation-activation MatMuls inside the blocks: QK^T and AV),
+    ``reduction`` (activation-activation MatMuls outside them: token similarities and merges),
+    ``stem`` (convolutions), ``other`` (remaining weight MatMuls).
+    """
     import onnx
 
     g = onnx.load(str(model_path), load_external_data=False).graph
-    consts = {i.name for i in g.initializer}
-    consts |= {o for n in g.node if n.op_type == 'Constant' for o in n.output}
-    return [n.name for n in g.node
-            if n.op_type == 'MatMul' and not any(i in consts for i in n.input)]
+    consts = _constants(g)
+    groups: dict[str, list[str]] = {}
+    for node in g.node:
+        if node.op_type not in QUANT_OPS:
+            continue
+        # exported scope names: '.../blocks.3/...' (encoder), '/decoder/...' (decoder)
+        m = re.search(r'/blocks\.(\d+)/', node.name)
+        in_block = '/decoder/' in node.name or m is not None
+        if node.op_type == 'Conv':
+            grp = 'stem'
+        elif not any(i in consts for i in node.input):
+            grp = 'attention' if in_block else 'reduction'
+        elif '/decoder/' in node.name:
+            grp = 'decoder'
+        elif m:
+            grp = f'encoder.blocks.{int(m.group(1)):02d}'
+        else:
+            grp = 'other'
+        groups.setdefault(grp, []).append(node.name)
+    return dict(sorted(groups.items()))
+
+
+def group_precisions(model_path: str | os.PathLike, plan: dict) -> dict[str, str]:
+    """Return the precision of every group of the model under ``plan``.
+
+    ``plan``: ``{'default': 'int8'|'fp32', 'groups': {group: 'int8'|'fp32'}}``; the default
+    applies to the Linear groups, the ``FLOAT_BY_DEFAULT`` groups stay FP32 unless named.
+    """
+    groups = node_groups(model_path)
+    named = plan.get('groups', {})
+    unknown = set(named) - set(groups)
+    if unknown:
+        raise UserError(f'precision plan names unknown groups: {sorted(unknown)}')
+    bad = {v for v in named.values()} - {'int8', 'fp32'}
+    if bad:
+        raise UserError(f'precision plan values must be int8 or fp32, got {sorted(bad)}')
+    default = plan.get('default', 'int8')
+    return {g: named.get(g, 'fp32' if g in FLOAT_BY_DEFAULT else default) for g in groups}
+
+
+def load_plan(path: str | os.PathLike) -> dict:
+    """Read a precision plan: a plan JSON, or a ``vit-seg sensitivity`` report holding one."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f'precision plan not found: {p}')
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f'precision plan {p} is not valid JSON: {exc}') from None
+    return doc.get('plan', doc) if isinstance(doc, dict) else doc
+
+
+def uniform_plan(model_path: str | os.PathLike) -> dict:
+    """Return the plan that quantizes every group (uniform INT8)."""
+    return {'default': 'int8', 'groups': {g: 'int8' for g in node_groups(model_path)}}
+
+
+def plan_int8_nodes(model_path: str | os.PathLike, plan: dict) -> list[str]:
+    """Return the node names a plan quantizes."""
+    groups = node_groups(model_path)
+    prec = group_precisions(model_path, plan)
+    return [n for g, names in groups.items() if prec[g] == 'int8' for n in names]
 
 
 def plan_fp32_nodes(model_path: str | os.PathLike, plan: dict) -> list[str]:
-    """Return the node names a plan keeps in FP32."""
-    groups = node_groups(model_path)
-    unknown = set(plan.get('groups', {})) - set(groups)
-    if unknown:
-        raise UserError(f'precision plan names unknown groups: {sorted(unknown)}')
-    default = plan.get('default', 'int8')
-    return [n for g, names in groups.items()
-            if plan.get('groups', {}).get(g, default) == 'fp32' for n in names]
+    """Return the quantizable node names a plan keeps in FP32."""
+    int8 = set(plan_int8_nodes(model_path, plan))
+    return [n for names in node_groups(model_path).values() for n in names if n not in int8]
 
 
 def quantize_dynamic_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
-                          exclude: Iterable[str] = ()) -> Path:
-    """Write dynamic INT8 MatMuls (ONNX Runtime's CPU form); ``exclude`` stays FP32."""
+                          nodes: Optional[Iterable[str]] = None) -> Path:
+    """Write dynamic INT8 (ONNX Runtime's CPU form) of ``nodes`` (default: the default plan)."""
     from onnxruntime.quantization import quantize_dynamic, QuantType
 
+    if nodes is None:
+        nodes = plan_int8_nodes(fp32_path, {'default': 'int8'})
+    nodes = list(nodes)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    if not nodes:   # nothing to quantize: an identical copy
+        Path(out_path).write_bytes(Path(fp32_path).read_bytes())
+        return Path(out_path)
     quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=list(QUANT_OPS), nodes_to_exclude=list(exclude))
+                     op_types_to_quantize=list(QUANT_OPS), nodes_to_quantize=nodes,
+                     extra_options={'MatMulConstBOnly': False})
     return Path(out_path)
 
 
 def quantize_mixed(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                    plan: dict) -> Path:
     """Apply a precision plan with dynamic INT8 (the CPU deployment form)."""
-    return quantize_dynamic_int8(fp32_path, out_path, plan_fp32_nodes(fp32_path, plan))
+    return quantize_dynamic_int8(fp32_path, out_path, plan_int8_nodes(fp32_path, plan))
 
 
 class _FrameReader:
@@ -100,14 +153,13 @@ class _FrameReader:
 
 def quantize_qdq(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                  calibration: list[np.ndarray], input_name: str = 'image',
-                 method: str = 'minmax', plan: Optional[dict] = None,
-                 quantize_attention: bool = False) -> Path:
+                 method: str = 'minmax', plan: Optional[dict] = None) -> Path:
     """Write static INT8 in QDQ form for TensorRT: symmetric, per-channel, zero points 0.
 
-    ``method``: ``minmax``, ``percentile`` (99.999th) or ``entropy``. Groups the plan keeps in
-    FP32 get no Q/DQ nodes. Activation-activation MatMuls (attention's QK^T and AV, the token
-    similarity scores) stay in float unless ``quantize_attention`` -- ModelOpt's default for
-    TensorRT, and the arithmetic of ``training.fakequant``.
+    ``method``: ``minmax``, ``percentile`` (99.999th) or ``entropy``. Only the plan's INT8
+    groups get Q/DQ nodes; by default (``FLOAT_BY_DEFAULT``) attention's activation products, the
+    token scoring and the stem stay float -- ModelOpt's default for TensorRT (LayerNorm and the
+    MatMul-Softmax-MatMul core unquantized), and the arithmetic of ``training.fakequant``.
     """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, quantize_static,
                                           QuantType)
@@ -118,61 +170,122 @@ def quantize_qdq(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         raise UserError(f'calibration method must be one of {sorted(methods)}')
     if not calibration:
         raise UserError('static quantization needs calibration frames')
-    exclude = plan_fp32_nodes(fp32_path, plan) if plan else []
-    if not quantize_attention:
-        exclude += activation_matmuls(fp32_path)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     quantize_static(
         str(fp32_path), str(out_path), _FrameReader(input_name, calibration),
         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS), per_channel=True,
         weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
-        calibrate_method=methods[method], nodes_to_exclude=exclude,
+        calibrate_method=methods[method],
+        nodes_to_quantize=plan_int8_nodes(fp32_path, plan or {'default': 'int8'}),
         extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True})
     return Path(out_path)
 
 
-def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val',
-                limit: int = 20, threads: int = 2, runs: int = 20) -> dict:
-    """Quantize one group at a time (dynamic INT8); measure mIoU drop and latency gain.
+FLOAT16_SCOPES = ('/blocks.', '/decoder/', '/patch_embed/')
 
-    Returns ``{'baseline': {...}, 'groups': {group: {'miou', 'miou_drop', 'latency_ms',
-    'latency_gain_ms'}}}``, all measured on ``limit`` frames of ``split``.
+
+def to_float16(model_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Type the float parts of a model FP16, for a strongly typed TensorRT network.
+
+    TensorRT 10 builds a strongly typed network from the types in the ONNX file (the FP16/INT8
+    builder flags are deprecated): FP16 layers must be FP16 tensors in the graph, INT8 comes from
+    explicit Q/DQ. The encoder blocks, the stem and the decoder become FP16 (Q/DQ scales too,
+    opset >= 19); everything else -- the token-reduction scoring that feeds TopK, the bookkeeping,
+    the final resize and ArgMax -- stays FP32, as do the model's input and output.
     """
-    from training.bench import evaluate_onnx, session, time_session
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(model_path))
+    opset = max((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')),
+                default=0)
+    if opset < 19 and any(n.op_type in ('QuantizeLinear', 'DequantizeLinear')
+                          for n in model.graph.node):
+        raise UserError(f'{model_path}: FP16 Q/DQ scales need opset >= 19 (this model: '
+                        f'{opset}); export with --opset 19')
+    keep = [n.name for n in model.graph.node if not any(s in n.name for s in FLOAT16_SCOPES)]
+    m16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(m16, str(out_path))
+    return Path(out_path)
+
+
+def paired_gain(sess_a, sess_b, feed: dict, pairs: int = 25) -> tuple[float, float]:
+    """Return (median of t_b - t_a in ms, its ~2-sigma noise), runs interleaved A, B, A, B...
+
+    Interleaving cancels the drift of a shared machine that separate timings of A and B suffer
+    (we saw single-group "gains" of +-15 ms from that alone).
+    """
+    import time
+
+    for s in (sess_a, sess_b, sess_a, sess_b):
+        s.run(None, feed)
+    d = []
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        sess_a.run(None, feed)
+        t1 = time.perf_counter()
+        sess_b.run(None, feed)
+        d.append(((time.perf_counter() - t1) - (t1 - t0)) * 1e3)
+    d = np.asarray(d)
+    mad = 1.4826 * np.median(np.abs(d - np.median(d)))
+    return float(np.median(d)), float(2.0 * 1.2533 * mad / np.sqrt(len(d)))
+
+
+def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val',
+                limit: int = 20, threads: int = 2, pairs: int = 25) -> dict:
+    """Measure, per group, what INT8 costs in mIoU and what it saves in latency.
+
+    Accuracy: that group alone in INT8 (dynamic), the rest FP32, mIoU on ``limit`` frames.
+    Latency: leave-one-out from the model with *every* group in INT8, timed interleaved with it
+    (``paired_gain``) -- the group's marginal saving in context. Quantizing one block alone is
+    slower than FP32 here (its quantize steps cost more than one block gains, while the whole
+    model is 1.35x faster), so single-group latencies are not additive. Returns ``{'baseline',
+    'all_int8', 'groups': {group: {'miou', 'miou_drop', 'latency_gain_ms', 'noise_ms',
+    'nodes'}}}``.
+    """
+    from training.bench import evaluate_onnx, session
 
     groups = node_groups(fp32_path)
+    everything = [n for names in groups.values() for n in names]
     feed = {card.input_name: np.random.default_rng(0).standard_normal(
         (1, 3, card.input_height, card.input_width)).astype(np.float32)}
 
-    def measure(path: Path) -> tuple[float, float]:
-        miou = evaluate_onnx(path, card, data, split, threads, limit)['miou']
-        return miou, time_session(session(path, threads), feed, 3, runs)['p50']
-    base_miou, base_lat = measure(Path(fp32_path))
-    out = {'baseline': {'miou': base_miou, 'latency_ms': base_lat, 'frames': limit},
-           'groups': {}}
+    def miou(path: Path) -> float:
+        return evaluate_onnx(path, card, data, split, threads, limit)['miou']
+    base_miou = miou(Path(fp32_path))
+    out = {'baseline': {'miou': base_miou, 'frames': limit}, 'groups': {}}
     with tempfile.TemporaryDirectory() as tmp:
+        full = quantize_dynamic_int8(fp32_path, Path(tmp) / 'all.onnx', everything)
+        full_sess = session(full, threads)
+        gain, noise = paired_gain(full_sess, session(fp32_path, threads), feed, pairs)
+        out['all_int8'] = {'miou': miou(full), 'latency_gain_ms': gain, 'noise_ms': noise}
         for g, names in groups.items():
-            others = [n for h, ns in groups.items() if h != g for n in ns]
-            q = quantize_dynamic_int8(fp32_path, Path(tmp) / f'{g}.onnx', exclude=others)
-            miou, lat = measure(q)
-            out['groups'][g] = {'miou': miou, 'miou_drop': base_miou - miou, 'latency_ms': lat,
-                                'latency_gain_ms': base_lat - lat, 'nodes': len(names)}
+            alone = quantize_dynamic_int8(fp32_path, Path(tmp) / f'{g}.onnx', names)
+            m = miou(alone)
+            rest = [n for n in everything if n not in set(names)]
+            without = quantize_dynamic_int8(fp32_path, Path(tmp) / f'{g}.rest.onnx', rest)
+            gain, noise = paired_gain(full_sess, session(without, threads), feed, pairs)
+            out['groups'][g] = {'miou': m, 'miou_drop': base_miou - m, 'nodes': len(names),
+                                'latency_gain_ms': gain, 'noise_ms': noise}
     return out
 
 
 def allocate(sens: dict, budget: float) -> dict:
     """Greedy bit allocation: INT8 for the groups with the best latency gain per mIoU lost.
 
-    Groups are taken in order of measured gain per unit of measured drop (free groups first) while
-    the summed drop stays within ``budget`` (a fraction, 0.005 = 0.5 point); the rest stay FP32.
-    The sum of single-group drops is an estimate: the returned plan must be measured again.
+    Groups measurably slower in INT8 (gain below minus its noise) stay FP32 even when they are
+    free in accuracy; a gain within the noise counts as none. Candidates are taken in order of
+    gain per unit of measured drop (free groups first) while the summed drop stays within
+    ``budget`` (a fraction, 0.005 = 0.5 point). The sum of single-group drops is an estimate:
+    the returned plan must be measured again (the benchmark does).
     """
     items = sorted(sens['groups'].items(),
                    key=lambda kv: -kv[1]['latency_gain_ms'] / max(kv[1]['miou_drop'], 1e-4))
     plan, spent = {}, 0.0
     for g, s in items:
         drop = max(s['miou_drop'], 0.0)
-        if spent + drop <= budget:
+        if s['latency_gain_ms'] > -s.get('noise_ms', 0.0) and spent + drop <= budget:
             plan[g] = 'int8'
             spent += drop
         else:

@@ -29,7 +29,8 @@ from safetensors.torch import save_file
 from training.config import build_model, card_from_config, load_config, save_config
 from training.data import SegmentationDataset, class_frequencies, median_frequency_weights
 from training.evaluate import evaluate_model
-from training.transforms import TrainTransform
+from training.fakequant import plain_state_dict
+from training.transforms import EvalTransform, TrainTransform
 from vit_seg_node.errors import UserError
 from vit_seg_node.runtime.card import atomic_write_text
 
@@ -183,12 +184,25 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
         from training.checkpoint import load_state_dict
 
         model.load_state_dict(load_state_dict(tc['init_from']), strict=True)
+    if tc.get('fake_quant'):
+        # decoder adaptation / QAT under INT8 fake quantization (training.fakequant); the scales
+        # are calibrated once here, or come back with the model state on resume
+        from training.fakequant import calibrate, quantize_model
+
+        fq = tc['fake_quant']
+        quantize_model(model, fq.get('plan'), calibrator=fq.get('calibrator', 'minmax'))
+        if not (resume and last.exists()):
+            calib = SegmentationDataset(d['root'], d['train_split'], None, cache=False)
+            ev = EvalTransform(card)
+            calibrate(model, (ev(*calib.load(i))[0][None]
+                              for i in range(min(int(fq.get('frames', 16)), len(calib)))))
     model = model.to(device)
     if tc.get('trainable', 'all') == 'decoder':    # decoder adaptation: the encoder is frozen
         for p in model.encoder.parameters():
             p.requires_grad_(False)
     elif tc.get('trainable', 'all') != 'all':
         raise UserError(f'train.trainable must be all or decoder, got {tc["trainable"]!r}')
+    teacher = build_teacher(cfg, device) if tc.get('distill') else None
     steps_per_epoch = len(train_set) // (tc['batch_size'] * world)
     if steps_per_epoch == 0:
         raise UserError(f'{len(train_set)} training frames cannot fill one batch of '
@@ -250,6 +264,10 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
                 logits = ddp(x)
             loss = F.cross_entropy(logits.float(), y, weight=weights,
                                    ignore_index=d['ignore_index'])
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(x).float()
+                loss = loss + distillation_loss(logits.float(), target, tc['distill'])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc['grad_clip']:
@@ -274,7 +292,7 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
                     if rep['miou'] > best:
                         best = rep['miou']
                         save_file({k: v.detach().cpu().contiguous() for k, v in
-                                   model.state_dict().items()}, str(out / BEST))
+                                   plain_state_dict(model).items()}, str(out / BEST))
                         atomic_write_text(out / 'best.json', json.dumps(
                             {'step': step, 'epoch': epoch, **rep}, indent=2))
                     set_train_mode(model, tc.get('freeze_bn', False))
@@ -292,6 +310,31 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
     if world > 1:
         dist.destroy_process_group()
     return summary
+
+
+def build_teacher(cfg: dict[str, Any], device: str) -> nn.Module:
+    """Return the frozen unreduced model that a reduced model is distilled from."""
+    from training.checkpoint import load_state_dict
+
+    dc = cfg['train']['distill']
+    src = dc.get('teacher') or cfg['train'].get('init_from')
+    if not src:
+        raise UserError('train.distill needs distill.teacher or train.init_from')
+    tcfg = json.loads(json.dumps(cfg))
+    tcfg['model']['reduction'] = {'policy': 'none'}
+    teacher = build_model(tcfg)
+    teacher.load_state_dict(load_state_dict(src), strict=True)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, dc: dict) -> torch.Tensor:
+    """Return ``weight * T^2 * KL(teacher || student)`` per pixel (Hinton et al., 2015)."""
+    t = float(dc.get('temperature', 1.0))
+    kl = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction='none',
+                  log_target=True).sum(1).mean()
+    return float(dc.get('weight', 1.0)) * t * t * kl
 
 
 def _progress(total: int, initial: int, disable: bool):

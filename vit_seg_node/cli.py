@@ -65,6 +65,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     """Score a checkpoint or an exported model on a dataset split."""
     from training.data import SegmentationDataset
 
+    if a.record and (a.checkpoint or a.limit):
+        raise UserError('--record stores full-split metrics in an exported model\'s card: use it '
+                        'with --model and without --limit')
     dataset = SegmentationDataset(a.data, a.split, None, cache=False)
     if a.checkpoint:
         import torch
@@ -76,7 +79,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
         if a.threads:
             torch.set_num_threads(a.threads)
         model, cfg = load_model(a.checkpoint)
-        report = evaluate_model(model, dataset, card_from_config(cfg, 'checkpoint'))
+        card = card_from_config(cfg, 'checkpoint')
+        if a.fake_quant:   # INT8 fake quantization, calibrated on train frames (min-max)
+            from training.fakequant import calibrate, quantize_model
+            from training.transforms import EvalTransform
+
+            quantize_model(model, calibrator='minmax')
+            calib = SegmentationDataset(a.data, 'train', None, cache=False)
+            ev = EvalTransform(card)
+            calibrate(model, (ev(*calib.load(i))[0][None]
+                              for i in range(min(a.fake_quant, len(calib)))))
+        report = evaluate_model(model, dataset, card)
+        report['fake_quant_calibration_frames'] = a.fake_quant or None
         source = str(a.checkpoint)
     else:
         from training.evaluate import evaluate_predictor
@@ -89,6 +103,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
     report.update({'model': source, 'data': str(a.data), 'split': a.split})
     if a.json:
         write_json(a.json, report)
+    if a.record:
+        from vit_seg_node.runtime.card import save_card
+
+        pipe.card.metrics = report
+        save_card(pipe.card, pipe.model_path)
     print(f'{source} on {a.data}/{a.split}: mIoU {report["miou"]:.4f}, pixel acc '
           f'{report["pixel_acc"]:.4f}, {report["num_images"]} images')
     return 0
@@ -182,10 +201,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
     bag = DATA_DIR / 'bags' / 'camvid_val_sample'
     out = Path(a.out)
-    print(f'demo: replaying {bag} through vit_seg_node (shipped model) at x{a.rate}, '
-          f'ROS domain {a.domain_id}...', flush=True)
-    r = replay(bag, out / 'replay.json', rate=a.rate, limit=a.limit, threads=a.threads,
-               domain=a.domain_id, qos='reliable')
+    print(f'demo: replaying {bag} through vit_seg_node ({a.model or "shipped model"}) at '
+          f'x{a.rate}, ROS domain {a.domain_id}...', flush=True)
+    r = replay(bag, out / 'replay.json', model=a.model, rate=a.rate, limit=a.limit,
+               threads=a.threads, domain=a.domain_id, qos='reliable')
     _print_replay(r)
     print(f'demo: report in {out}/replay.json, replay.md and replay_overlay_*.png')
     return 0 if r['answered'] > 0 else 1
@@ -194,9 +213,24 @@ def cmd_demo(a: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- bench
 def cmd_bench(a: argparse.Namespace) -> int:
     """Run the benchmark grid and write results.{csv,json,md} and pareto.png."""
-    from training.bench import markdown_table, run_bench
+    from training.bench import markdown_table, matched_latency_table, retime, run_bench
 
-    print(markdown_table(run_bench(a.config, a.out)))
+    if a.retime:
+        from vit_seg_node.runtime.card import atomic_write_text
+
+        rep = retime(a.retime)
+        path = Path(a.out) / 'retime.json'
+        history = json.loads(path.read_text()) if path.is_file() else []
+        atomic_write_text(path, json.dumps(history + [rep], indent=2) + '\n')
+        print(f'retime: baseline {rep["baseline_p50_ms"]["now"]:.1f} ms now vs '
+              f'{rep["baseline_p50_ms"]["committed"]:.1f} committed; speed-up ratios deviate by '
+              f'{100 * rep["median_abs_deviation"]:.1f} % (median), '
+              f'{100 * rep["max_abs_deviation"]:.1f} % (max); {path}')
+        return 0
+    if not a.config:
+        raise UserError('bench needs --config (or --retime RESULTS_JSON)')
+    doc = run_bench(a.config, a.out)
+    print(markdown_table(doc) + matched_latency_table(doc))
     return 0
 
 
@@ -217,29 +251,47 @@ def cmd_bench_node(a: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- quantization
 def cmd_quantize(a: argparse.Namespace) -> int:
-    """Write an INT8 model (dynamic for ONNX Runtime CPU, QDQ for TensorRT) with its card."""
+    """Write a reduced-precision model with its card.
+
+    ``dynamic``: INT8 MatMuls for ONNX Runtime on a CPU; ``qdq``: static INT8 Q/DQ for TensorRT;
+    ``qdq-fp16``: the same with the float parts typed FP16 (a strongly typed TensorRT network);
+    ``fp16``: FP16 without INT8.
+    """
+    import tempfile
+
     from training.data import SegmentationDataset
     from training.export import frames_to_batches
-    from training.quant import quantize_mixed, quantize_qdq
+    from training.quant import (group_precisions, load_plan, quantize_mixed, quantize_qdq,
+                                to_float16)
     from vit_seg_node.runtime.card import load_card, save_card
 
     card = load_card(a.model)
-    plan = json.loads(Path(a.plan).read_text()) if a.plan else {'default': 'int8'}
+    plan = load_plan(a.plan) if a.plan else {'default': 'int8'}
     if a.format == 'dynamic':
         quantize_mixed(a.model, a.out, plan)
+    elif a.format == 'fp16':
+        plan = {'default': 'fp16'}
+        to_float16(a.model, a.out)
     else:
         if not a.calib:
-            raise UserError('--format qdq needs --calib DIR (frames to calibrate on)')
+            raise UserError(f'--format {a.format} needs --calib DIR (frames to calibrate on)')
         ds = SegmentationDataset(a.calib, a.split, None, cache=False)
         frames = [ds.load(i)[0] for i in range(min(a.num_calib, len(ds)))]
-        quantize_qdq(a.model, a.out, frames_to_batches(frames, card), card.input_name,
-                     a.method, plan)
-    card.precision = {'default': 'mixed' if 'fp32' in json.dumps(plan) else 'int8',
-                      'form': a.format, 'plan': plan,
-                      'calibration': a.method if a.format == 'qdq' else 'dynamic'}
+        with tempfile.TemporaryDirectory() as tmp:
+            qdq = Path(tmp) / 'qdq.onnx' if a.format == 'qdq-fp16' else Path(a.out)
+            quantize_qdq(a.model, qdq, frames_to_batches(frames, card), card.input_name,
+                         a.method, plan)
+            if a.format == 'qdq-fp16':
+                to_float16(qdq, a.out)
+    default = 'mixed' if 'fp32' in json.dumps(plan) else plan.get('default', 'int8')
+    groups = {} if a.format == 'fp16' else group_precisions(a.model, plan)
+    card.precision = {'default': default, 'form': a.format, 'plan': plan, 'groups': groups,
+                      'calibration': a.method if a.format.startswith('qdq') else a.format,
+                      'float': 'fp16' if a.format.endswith('fp16') else 'fp32'}
     card.command = _command_line()
+    card.metrics = {}   # the float model's; measure this one: vit-seg eval --model OUT --record
     save_card(card, a.out)
-    print(f'{a.out}: {a.format} INT8 ({card.precision["default"]})')
+    print(f'{a.out}: {a.format} ({default})')
     return 0
 
 
@@ -253,7 +305,8 @@ def cmd_sensitivity(a: argparse.Namespace) -> int:
     save_json(sens, a.json)
     for g, s in sens['groups'].items():
         print(f'{g:20s} mIoU drop {100 * s["miou_drop"]:+.2f} pts, latency gain '
-              f'{s["latency_gain_ms"]:+.1f} ms -> {sens["plan"]["groups"][g]}')
+              f'{s["latency_gain_ms"]:+.1f} +- {s["noise_ms"]:.1f} ms -> '
+              f'{sens["plan"]["groups"][g]}')
     return 0
 
 
@@ -289,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--backend', default='auto')
     p.add_argument('--threads', type=int, default=0)
     p.add_argument('--limit', type=int, default=None, help='score only the first N frames')
+    p.add_argument('--fake-quant', type=int, default=0, metavar='N',
+                   help='with --checkpoint: score under INT8 fake quantization calibrated on N '
+                        'train frames')
+    p.add_argument('--record', action='store_true',
+                   help='also store the report as the metrics of the model card')
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser('export', help='export a checkpoint to ONNX with its model card')
@@ -346,8 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser('bench', help='benchmark a grid of variants (one table, one plot)')
-    p.add_argument('--config', required=True, help='benchmark YAML (variants grid)')
+    p.add_argument('--config', help='benchmark YAML (variants grid)')
     p.add_argument('--out', required=True, help='output directory')
+    p.add_argument('--retime', metavar='RESULTS_JSON',
+                   help='instead: time the models of a finished run again and compare the '
+                        'speed-up ratios (appends to OUT/retime.json)')
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('bench-node', help="the node's overhead over raw backend inference")
@@ -363,8 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('quantize', help='INT8 export: dynamic (CPU) or QDQ (TensorRT)')
     p.add_argument('--model', required=True, help='FP32 ONNX with its card')
     p.add_argument('--out', required=True)
-    p.add_argument('--format', default='dynamic', choices=['dynamic', 'qdq'])
-    p.add_argument('--plan', help='precision plan JSON (groups -> int8|fp32)')
+    p.add_argument('--format', default='dynamic', choices=['dynamic', 'qdq', 'qdq-fp16', 'fp16'],
+                   help='dynamic: INT8 for ONNX Runtime CPU; qdq: INT8 Q/DQ for TensorRT; '
+                        'qdq-fp16: Q/DQ with FP16-typed float parts (strongly typed TensorRT, '
+                        'opset >= 19); fp16: FP16 only')
+    p.add_argument('--plan', help='precision plan JSON (groups -> int8|fp32), or a '
+                                  '`vit-seg sensitivity` report holding one')
     p.add_argument('--calib', help='dataset root with calibration frames (qdq)')
     p.add_argument('--split', default='train')
     p.add_argument('--num-calib', type=int, default=32)
@@ -383,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('demo', help='replay the shipped sample bag through the node')
     p.add_argument('--out', default='runs/demo')
+    p.add_argument('--model', help='model for the node; default: the shipped default.onnx '
+                                   '(also shipped: fast.onnx, see the README)')
     p.add_argument('--domain-id', type=int, default=57, help='isolated ROS domain of the demo')
     replay_args(p)
     p.set_defaults(func=cmd_demo, rate=4.0)

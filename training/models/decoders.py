@@ -1,12 +1,32 @@
-"""Decoder heads: patch tokens on the dense H/16 x W/16 grid -> class logits on that grid."""
+"""Decoder heads: patch tokens -> class logits on the dense H/16 x W/16 grid.
+
+The tokens are either the dense grid (``assign=None``) or the reduced tokens of a token-reduction
+encoder with ``assign`` (B x N): dense position ``q`` holds token ``assign[:, q]``. On reduced
+tokens the heads compute per token and expand to the grid only at the end; the mask transformer's
+attention adds ``log(multiplicity)`` to each token's key logits, which is exactly attention over
+the dense grid of copies. Same result, a fraction of the cost (a test checks both paths agree).
+"""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
+
+from training.reduction import ops
+
+
+def to_grid(per_token: torch.Tensor, grid: tuple[int, int],
+            assign: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Return B x K x gh x gw from B x n x K per-token values (expanded through ``assign``)."""
+    if assign is not None:
+        per_token = ops.gather_tokens(per_token, assign)
+    b = per_token.shape[0]
+    return per_token.transpose(1, 2).reshape(b, -1, grid[0], grid[1])
 
 
 class LinearDecoder(nn.Module):
@@ -16,11 +36,10 @@ class LinearDecoder(nn.Module):
         super().__init__()
         self.head = nn.Linear(embed_dim, num_classes)
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """Map B x N x C tokens to B x K x gh x gw logits."""
-        b = tokens.shape[0]
-        x = self.head(tokens)
-        return x.transpose(1, 2).reshape(b, -1, grid[0], grid[1])
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int],
+                assign: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Map B x n x C tokens to B x K x gh x gw logits."""
+        return to_grid(self.head(tokens), grid, assign)
 
 
 class MaskTransformerDecoder(nn.Module):
@@ -60,19 +79,27 @@ class MaskTransformerDecoder(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """Map B x N x C tokens to B x K x gh x gw logits."""
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int],
+                assign: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Map B x n x C tokens to B x K x gh x gw logits."""
         b, n, _ = tokens.shape
         x = self.proj_dec(tokens)
         x = torch.cat([x, self.cls_emb.expand(b, -1, -1)], dim=1)
+        mask = None
+        if assign is not None:
+            bias = torch.cat([ops.multiplicity_bias(assign, n, x.dtype),
+                              x.new_zeros(b, self.num_classes)], 1)
+            t = bias.shape[1]
+            # B x 1 x T x T, as in the encoder wiring (no broadcast query dimension in ONNX)
+            mask = bias[:, None, None, :].expand(-1, -1, t, -1)
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x) if mask is None else blk(x, attn_mask=mask)
         x = self.decoder_norm(x)
         patches, cls = x[:, :n] @ self.proj_patch, x[:, n:] @ self.proj_classes
         patches = F.normalize(patches, dim=-1)
         cls = F.normalize(cls, dim=-1)
         masks = self.mask_norm(patches @ cls.transpose(1, 2))
-        return masks.transpose(1, 2).reshape(b, self.num_classes, grid[0], grid[1])
+        return to_grid(masks, grid, assign)
 
 
 DECODERS = {'linear': LinearDecoder, 'mask_transformer': MaskTransformerDecoder}

@@ -9,6 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from training.reduction import ops
+
 
 class Segmenter(nn.Module):
     """ViT encoder + decoder head, Segmenter-style.
@@ -16,7 +18,8 @@ class Segmenter(nn.Module):
     ``forward_features`` returns the patch tokens on the dense H/p x W/p grid (prefix tokens
     removed); ``forward_head`` turns them into grid logits; ``forward`` upsamples to the input size.
     A token-reduction wiring may be attached as ``self.reduction``; with none attached the encoder
-    runs timm's own ``forward_features`` unchanged.
+    runs timm's own ``forward_features`` unchanged. With one, ``forward`` decodes the reduced
+    tokens directly (``forward_tokens``) and expands to the dense grid only at the class logits.
     """
 
     def __init__(self, encoder: VisionTransformer, decoder: nn.Module) -> None:
@@ -39,12 +42,25 @@ class Segmenter(nn.Module):
             tokens = self.reduction(self.encoder, x)
         return tokens[:, self.num_prefix_tokens:]
 
-    def forward_head(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """Decode patch tokens to B x K x gh x gw logits."""
-        return self.decoder(tokens, grid)
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Encode images to patch tokens and their dense assignment (``None``: dense already)."""
+        if self.reduction is None:
+            return self.forward_features(x), None
+        tokens, assign = self.reduction.encode(self.encoder, x)
+        tokens = tokens[:, self.num_prefix_tokens:]
+        if assign is not None and tokens.shape[1] >= assign.shape[1]:
+            # pruning keeps its exited tokens (and EViT adds fused ones): no saving, go dense
+            return ops.gather_tokens(tokens, assign), None
+        return tokens, assign
+
+    def forward_head(self, tokens: torch.Tensor, grid: tuple[int, int],
+                     assign: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Decode patch tokens (dense, or reduced with ``assign``) to B x K x gh x gw logits."""
+        return self.decoder(tokens, grid, assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return B x K x H x W logits at the input resolution."""
         h, w = x.shape[-2:]
-        logits = self.forward_head(self.forward_features(x), self.grid_size(h, w))
+        tokens, assign = self.forward_tokens(x)
+        logits = self.forward_head(tokens, self.grid_size(h, w), assign)
         return F.interpolate(logits, size=(h, w), mode='bilinear', align_corners=False)

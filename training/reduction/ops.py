@@ -104,10 +104,29 @@ class TokenState:
         return cls(x, torch.ones(b, n, 1, dtype=x.dtype, device=x.device), pos,
                    ar.unsqueeze(0).expand(b, -1), [])
 
+    def values(self) -> torch.Tensor:
+        """Return the virtual array ``concat(store + [x])`` that ``assign`` points into."""
+        return torch.cat(self.store + [self.x], dim=1) if self.store else self.x
+
     def restore(self) -> torch.Tensor:
         """Return the dense B x N x C grid (gather from stored and running tokens)."""
-        v = torch.cat(self.store + [self.x], dim=1) if self.store else self.x
-        return gather_tokens(v, self.assign)
+        return gather_tokens(self.values(), self.assign)
+
+
+def multiplicity(assign: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Return B x n: how many original positions point at each of ``n`` tokens (no scatter)."""
+    return one_hot(assign, n, dtype).sum(1)
+
+
+def multiplicity_bias(assign: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Return B x n attention logit offsets ``log(multiplicity)`` (-1e4 for tokens with none).
+
+    Attention over a dense grid where ``m`` positions hold copies of one token equals attention
+    over the unique tokens with ``log m`` added to that key's logits (proportional attention):
+    the decoder can run on the reduced tokens and give the dense result.
+    """
+    m = multiplicity(assign, n, torch.float32)
+    return torch.where(m > 0, m.clamp_min(1.0).log(), torch.full_like(m, -1e4)).to(dtype)
 
 
 def follow(state: TokenState, old_to_new: torch.Tensor, x: torch.Tensor, size: torch.Tensor,

@@ -2,9 +2,11 @@
 
 Nothing of timm is copied or patched: the encoder's ``patch_embed``, ``_pos_embed``,
 ``patch_drop``, ``norm_pre``, blocks and ``norm`` are called in timm's order; the schedule only
-inserts static-shape reduction steps between blocks and restores the dense grid before ``norm``
-(LayerNorm acts per token, so the order of restoring and normalising does not matter). With an
-empty schedule this is timm's ``forward_features`` (a test checks equality bit for bit).
+inserts static-shape reduction steps between blocks. ``encode`` returns the reduced tokens and
+the assignment of every dense position to one of them (the decoder can work on those, see
+``training.models.decoders``); ``forward`` restores the dense grid (LayerNorm acts per token, so
+restoring after ``norm`` changes nothing). With an empty schedule this is timm's
+``forward_features`` (a test checks equality bit for bit).
 """
 
 from __future__ import annotations
@@ -32,7 +34,21 @@ class TokenReduction(nn.Module):
         return self.policy.describe(self.grid, len(self.steps))
 
     def forward(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Encode ``images`` with the scheduled reductions; dense tokens out."""
+        """Encode ``images`` with the scheduled reductions; prefix + dense patch tokens out."""
+        tokens, assign = self.encode(encoder, images)
+        if assign is None:
+            return tokens
+        p = encoder.num_prefix_tokens
+        return torch.cat([tokens[:, :p], ops.gather_tokens(tokens[:, p:], assign)], 1)
+
+    def encode(self, encoder: nn.Module,
+               images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Encode ``images``; return prefix + *reduced* tokens and the dense assignment.
+
+        Patch position ``q`` of the dense grid holds token ``assign[:, q]`` of the reduced tokens
+        (after the prefix); ``assign`` is ``None`` when no step ran (the tokens are the dense
+        grid). The final norm acts per token, so it runs on the reduced tokens.
+        """
         x = encoder.patch_embed(images)
         x = encoder._pos_embed(x)
         x = encoder.patch_drop(x)
@@ -56,7 +72,8 @@ class TokenReduction(nn.Module):
                 blk(torch.cat([prefix, state.x], 1))
             prefix = y[:, :p]
             state = ops.TokenState(y[:, p:], state.size, state.pos, state.assign, state.store)
-        return encoder.norm(torch.cat([prefix, state.restore()], 1))
+        tokens = encoder.norm(torch.cat([prefix, state.values()], 1))
+        return tokens, (state.assign if merged else None)
 
 
 def attach_reduction(model: nn.Module, spec: Optional[dict[str, Any]],
