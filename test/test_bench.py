@@ -49,6 +49,15 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini):
     assert (out / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
     assert doc['reproducibility']['max_speedup_ratio_deviation'] >= 0.0
     assert set(doc['reproducibility']['second_pass_p50_ms']) == set(vs)
+    # re-timing the finished run later: same models, ratios compared with the committed ones
+    from vit_seg_node.cli import main
+
+    assert main(['bench', '--retime', str(out / 'results.json'), '--out', str(out)]) == 0
+    assert main(['bench', '--retime', str(out / 'results.json'), '--out', str(out)]) == 0
+    history = json.loads((out / 'retime.json').read_text())
+    assert len(history) == 2 and set(history[-1]['variants']) == set(vs)
+    assert history[-1]['variants']['base']['speedup'] == 1.0
+    assert history[-1]['max_abs_deviation'] >= history[-1]['median_abs_deviation'] >= 0.0
 
 
 def test_pareto_front():
