@@ -437,36 +437,54 @@ def matched_latency_table(doc: dict, tol: float = 0.05) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def pareto_plot(doc: dict, path: Path) -> None:
-    """Plot mIoU against latency, every point labelled, the Pareto front drawn."""
+def pareto_plot(doc: dict, path: Path, floor_points: float = 12.0) -> None:
+    """Plot mIoU against latency: every point numbered and listed, the Pareto front drawn.
+
+    Numbers instead of names keep a crowded region readable; the list beside the axes gives each
+    number's variant, latency and mIoU (Pareto-optimal ones marked *). Points more than
+    ``floor_points`` below the baseline are drawn on the lower edge (marker v) so that a collapsed
+    variant does not squash the interesting range.
+    """
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     rs = doc['variants']
-    pts = [(r['latency_ms']['p50'], r['miou']) for r in rs]
+    pts = [(r['latency_ms']['p50'], 100 * r['miou']) for r in rs]
     front = sorted(pareto_front(pts), key=lambda i: pts[i][0])
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
-    colors = {}
-    for r, (x, y) in zip(rs, pts):
+    base = next((100 * r['miou'] for r in rs if r['baseline']), max(p[1] for p in pts))
+    floor = max(min(p[1] for p in pts) - 0.5, base - floor_points)
+    fig = plt.figure(figsize=(14, 7.5), dpi=100)
+    ax = fig.add_axes([0.06, 0.08, 0.60, 0.84])
+    colors: dict[str, str] = {}
+    for n, (r, (x, y)) in enumerate(zip(rs, pts), 1):
         c = colors.setdefault(r['policy'], f'C{len(colors)}')
-        marker = {'fp32': 'o', 'fp16': 's', 'int8': '^', 'mixed': 'D'}.get(r['precision'], 'o')
-        ax.scatter(x, 100 * y, c=c, marker=marker, s=60, zorder=3,
+        clipped = y < floor
+        marker = 'v' if clipped else {'fp32': 'o', 'fp16': 's', 'int8': '^',
+                                      'mixed': 'D'}.get(r['precision'], 'o')
+        y = max(y, floor)
+        ax.scatter(x, y, c=c, marker=marker, s=55, zorder=3,
                    edgecolors='black' if r['baseline'] else 'none')
-        ax.annotate(r['name'], (x, 100 * y), textcoords='offset points', xytext=(4, 4),
-                    fontsize=7)
-    ax.plot([pts[i][0] for i in front], [100 * pts[i][1] for i in front], 'k--', lw=1,
+        ax.annotate(str(n), (x, y), textcoords='offset points', xytext=(3, 3), fontsize=7)
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], 'k--', lw=1,
             label='Pareto front', zorder=2)
     for p, c in colors.items():
         ax.scatter([], [], c=c, label=p)
+    ax.set_ylim(floor - 0.5, max(p[1] for p in pts) + 0.5)
     ax.set_xlabel(f'latency p50 (ms), batch 1, {doc["machine"]["threads"]} threads')
     ax.set_ylabel(f'mIoU (%) on {doc["split"]}')
-    ax.set_title('vit_seg_node variants: accuracy vs latency (marker: o fp32, ^ int8, '
-                 'D mixed, s fp16)', fontsize=9)
+    ax.set_title('accuracy vs latency -- marker: o fp32, ^ int8, D mixed, s fp16, '
+                 f'v below {floor:.1f} % (clipped)', fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc='lower right')
+    on_front = set(front)
+    listing = [f'{n:2d}{"*" if n - 1 in on_front else " "} {r["name"][:34]:34s} '
+               f'{r["latency_ms"]["p50"]:6.1f} ms {100 * r["miou"]:5.2f}'
+               for n, r in enumerate(rs, 1)]
+    fig.text(0.68, 0.92, '\n'.join(listing), fontsize=7, family='monospace', va='top')
+    fig.text(0.68, 0.95, '#  variant (* Pareto-optimal)          latency   mIoU', fontsize=7,
+             family='monospace', weight='bold')
     buf = io.BytesIO()
     fig.savefig(buf, format='png')
     plt.close(fig)
