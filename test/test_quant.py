@@ -236,3 +236,14 @@ def test_label_agreement_tool(tiny_model, camvid_mini, tmp_path):
     shutil.copyfile(tiny_model.with_suffix('.card.yaml'), tmp_path / 'q.card.yaml')
     rep = agreement(str(tiny_model), [str(tiny_model), str(q)], str(camvid_mini), limit=2)
     assert rep[str(tiny_model)] == 1.0 and 0.9 < rep[str(q)] <= 1.0
+
+
+def test_ort_profile_attributes_kernel_time(tiny_model):
+    from training.tools.ort_profile import profile, scope_of
+
+    rep = profile(str(tiny_model), runs=3, threads=1, warmup=1)
+    assert rep['wall_ms'] > 0 and rep['kernel_ms'] > 0
+    assert abs(sum(rep['by_scope'].values()) - rep['kernel_ms']) < 1e-6
+    assert 'encoder blocks' in rep['by_scope']
+    assert scope_of('/model/decoder/blocks.0/attn/MatMul') == 'decoder'
+    assert scope_of('/model/patch_embed/proj/Conv') == 'stem'

@@ -138,3 +138,13 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
         model(b)
     for m in fq:
         m.finish_calibration()
+
+
+def calibrate_on_split(model: nn.Module, root: str, split: str, card, frames: int) -> None:
+    """Calibrate on the first ``frames`` frames of a dataset split, pre-processed for deployment."""
+    from training.data import SegmentationDataset
+    from training.transforms import EvalTransform
+
+    ds = SegmentationDataset(root, split, None, cache=False)
+    ev = EvalTransform(card)
+    calibrate(model, (ev(*ds.load(i))[0][None] for i in range(min(frames, len(ds)))))

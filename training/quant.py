@@ -75,7 +75,10 @@ def group_precisions(model_path: str | os.PathLike, plan: dict) -> dict[str, str
     ``plan``: ``{'default': 'int8'|'fp32', 'groups': {group: 'int8'|'fp32'}}``; the default
     applies to the Linear groups, the ``FLOAT_BY_DEFAULT`` groups stay FP32 unless named.
     """
-    groups = node_groups(model_path)
+    return _resolve(node_groups(model_path), plan)
+
+
+def _resolve(groups: dict[str, list[str]], plan: dict) -> dict[str, str]:
     named = plan.get('groups', {})
     unknown = set(named) - set(groups)
     if unknown:
@@ -106,15 +109,18 @@ def uniform_plan(model_path: str | os.PathLike) -> dict:
 
 def plan_int8_nodes(model_path: str | os.PathLike, plan: dict) -> list[str]:
     """Return the node names a plan quantizes."""
-    groups = node_groups(model_path)
-    prec = group_precisions(model_path, plan)
-    return [n for g, names in groups.items() if prec[g] == 'int8' for n in names]
+    return _nodes_at(model_path, plan, 'int8')
 
 
 def plan_fp32_nodes(model_path: str | os.PathLike, plan: dict) -> list[str]:
     """Return the quantizable node names a plan keeps in FP32."""
-    int8 = set(plan_int8_nodes(model_path, plan))
-    return [n for names in node_groups(model_path).values() for n in names if n not in int8]
+    return _nodes_at(model_path, plan, 'fp32')
+
+
+def _nodes_at(model_path: str | os.PathLike, plan: dict, precision: str) -> list[str]:
+    groups = node_groups(model_path)   # one read of the model
+    prec = _resolve(groups, plan)
+    return [n for g, names in groups.items() if prec[g] == precision for n in names]
 
 
 def quantize_dynamic_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
@@ -263,7 +269,8 @@ def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val
         for g, names in groups.items():
             alone = quantize_dynamic_int8(fp32_path, Path(tmp) / f'{g}.onnx', names)
             m = miou(alone)
-            rest = [n for n in everything if n not in set(names)]
+            mine = set(names)
+            rest = [n for n in everything if n not in mine]
             without = quantize_dynamic_int8(fp32_path, Path(tmp) / f'{g}.rest.onnx', rest)
             gain, noise = paired_gain(full_sess, session(without, threads), feed, pairs)
             out['groups'][g] = {'miou': m, 'miou_drop': base_miou - m, 'nodes': len(names),

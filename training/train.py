@@ -30,7 +30,7 @@ from training.config import build_model, card_from_config, load_config, save_con
 from training.data import SegmentationDataset, class_frequencies, median_frequency_weights
 from training.evaluate import evaluate_model
 from training.fakequant import plain_state_dict
-from training.transforms import EvalTransform, TrainTransform
+from training.transforms import TrainTransform
 from vit_seg_node.errors import UserError
 from vit_seg_node.runtime.card import atomic_write_text
 
@@ -187,15 +187,12 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
     if tc.get('fake_quant'):
         # decoder adaptation / QAT under INT8 fake quantization (training.fakequant); the scales
         # are calibrated once here, or come back with the model state on resume
-        from training.fakequant import calibrate, quantize_model
+        from training.fakequant import calibrate_on_split, quantize_model
 
         fq = tc['fake_quant']
         quantize_model(model, fq.get('plan'), calibrator=fq.get('calibrator', 'minmax'))
         if not (resume and last.exists()):
-            calib = SegmentationDataset(d['root'], d['train_split'], None, cache=False)
-            ev = EvalTransform(card)
-            calibrate(model, (ev(*calib.load(i))[0][None]
-                              for i in range(min(int(fq.get('frames', 16)), len(calib)))))
+            calibrate_on_split(model, d['root'], d['train_split'], card, int(fq.get('frames', 16)))
     model = model.to(device)
     if tc.get('trainable', 'all') == 'decoder':    # decoder adaptation: the encoder is frozen
         for p in model.encoder.parameters():
@@ -261,13 +258,12 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device_type=device.split(':')[0], dtype=amp_dtype or torch.float32,
                                 enabled=use_amp):
-                logits = ddp(x)
-            loss = F.cross_entropy(logits.float(), y, weight=weights,
-                                   ignore_index=d['ignore_index'])
+                logits = ddp(x).float()
+            loss = F.cross_entropy(logits, y, weight=weights, ignore_index=d['ignore_index'])
             if teacher is not None:
                 with torch.no_grad():
                     target = teacher(x).float()
-                loss = loss + distillation_loss(logits.float(), target, tc['distill'])
+                loss = loss + distillation_loss(logits, target, tc['distill'])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc['grad_clip']:

@@ -81,14 +81,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
         model, cfg = load_model(a.checkpoint)
         card = card_from_config(cfg, 'checkpoint')
         if a.fake_quant:   # INT8 fake quantization, calibrated on train frames (min-max)
-            from training.fakequant import calibrate, quantize_model
-            from training.transforms import EvalTransform
+            from training.fakequant import calibrate_on_split, quantize_model
 
             quantize_model(model, calibrator='minmax')
-            calib = SegmentationDataset(a.data, 'train', None, cache=False)
-            ev = EvalTransform(card)
-            calibrate(model, (ev(*calib.load(i))[0][None]
-                              for i in range(min(a.fake_quant, len(calib)))))
+            calibrate_on_split(model, a.data, 'train', card, a.fake_quant)
         report = evaluate_model(model, dataset, card)
         report['fake_quant_calibration_frames'] = a.fake_quant or None
         source = str(a.checkpoint)
