@@ -34,6 +34,7 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini):
         assert (out / f).stat().st_size > 0, f
     doc = json.loads((out / 'results.json').read_text())
     assert {'cpu', 'cores', 'threads', 'onnxruntime', 'gemm_peak_gflops'} <= set(doc['machine'])
+    assert all(v > 0 for v in doc['machine']['memory_copy_gbs'].values())
     vs = {v['name']: v for v in doc['variants']}
     assert vs['base']['baseline'] and not vs['nb']['baseline']
     assert vs['base']['policy'] == 'none' and vs['nb']['policy'] == 'neighbor'

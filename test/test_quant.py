@@ -16,23 +16,47 @@ def test_groups_cover_blocks_and_decoder(tiny_model):
         [f'encoder.blocks.{i:02d}' for i in range(4)]
     assert all(groups.values())
     # attention's two activation products per block and the stem convolutions are groups too
-    assert len(groups['attention']) == 2 * 4 and len(groups['stem']) >= 4
-    assert not any('/attn/qkv/' in n for n in groups['attention'])
+    assert len(groups['attention.scores']) == 4 and len(groups['attention.values']) == 4
+    assert len(groups['stem']) >= 4
+    assert not any('/attn/qkv/' in n for g in ('attention.scores', 'attention.values')
+                   for n in groups[g])
 
 
-def test_plan_decides_which_operators_are_int8(tiny_model, tmp_path):
+def test_plan_keys_name_groups_or_their_parents(tiny_model):
+    import pytest
+
+    from training.quant import group_precisions
+    from vit_seg_node.errors import UserError
+
+    prec = group_precisions(tiny_model, {'default': 'int8', 'groups': {
+        'attention': 'int8', 'attention.scores': 'fp32', 'encoder.blocks': 'fp32'}})
+    assert prec['attention.values'] == 'int8' and prec['attention.scores'] == 'fp32'
+    assert prec['encoder.blocks.02'] == 'fp32' and prec['decoder'] == 'int8'
+    assert prec['stem'] == 'fp32'                      # float by default unless named
+    with pytest.raises(UserError, match='unknown groups'):
+        group_precisions(tiny_model, {'groups': {'attn': 'int8'}})
+
+
+def test_plan_decides_which_operators_are_int8(tiny_model, camvid_mini, tmp_path):
+    import pytest
+
+    from vit_seg_node.errors import UserError
+
     def quantized_inputs(path):
         kinds = {'MatMulInteger', 'DynamicQuantizeMatMul', 'ConvInteger'}
         return {n.op_type for n in onnx.load(str(path)).graph.node} & kinds
     default = quantize_mixed(tiny_model, tmp_path / 'default.onnx', {'default': 'int8'})
     assert 'ConvInteger' not in quantized_inputs(default)
-    n_default = sum(n.op_type == 'DynamicQuantizeLinear'
-                    for n in onnx.load(str(default)).graph.node)
+    assert 'MatMulIntegerToFloat' not in {n.op_type for n in onnx.load(str(default)).graph.node}
     plan = {'default': 'int8', 'groups': {'attention': 'int8', 'stem': 'int8'}}
-    everything = quantize_mixed(tiny_model, tmp_path / 'all.onnx', plan)
+    with pytest.raises(UserError, match='calibrat'):   # attention INT8 is static: calibrated
+        quantize_mixed(tiny_model, tmp_path / 'all.onnx', plan)
+    calib = frames_to_batches([SegmentationDataset(camvid_mini, 'train', cache=False).load(0)[0]],
+                              load_card(tiny_model))
+    everything = quantize_mixed(tiny_model, tmp_path / 'all.onnx', plan, calib)
     assert 'ConvInteger' in quantized_inputs(everything)
-    n_all = sum(n.op_type == 'DynamicQuantizeLinear' for n in onnx.load(str(everything)).graph.node)
-    assert n_all > n_default      # attention's activations are quantized as well
+    ops = [n.op_type for n in onnx.load(str(everything)).graph.node]
+    assert ops.count('MatMulIntegerToFloat') == 2 * 4   # attention's products, static U8S8
     assert plan_fp32_nodes(tiny_model, plan) == []
     none = quantize_mixed(tiny_model, tmp_path / 'none.onnx', {'default': 'fp32'})
     assert not quantized_inputs(none)
@@ -197,7 +221,10 @@ def test_sensitivity_report_drives_the_quantize_command(tiny_model, camvid_mini,
     from vit_seg_node.cli import main
 
     card = load_card(tiny_model)
-    sens = sensitivity(tiny_model, card, str(camvid_mini), 'val', limit=2, threads=1, pairs=3)
+    calib = frames_to_batches([SegmentationDataset(camvid_mini, 'train', cache=False).load(0)[0]],
+                              card)
+    sens = sensitivity(tiny_model, card, str(camvid_mini), 'val', limit=2, threads=1, pairs=3,
+                       calibration=calib)
     assert set(sens['groups']) == set(node_groups(tiny_model))
     for s in sens['groups'].values():
         assert {'miou_drop', 'latency_gain_ms', 'noise_ms'} <= set(s) and s['noise_ms'] >= 0
@@ -206,7 +233,7 @@ def test_sensitivity_report_drives_the_quantize_command(tiny_model, camvid_mini,
     report.write_text(json.dumps(sens))
     out = tmp_path / 'm.onnx'
     assert main(['quantize', '--model', str(tiny_model), '--out', str(out), '--plan',
-                 str(report)]) == 0
+                 str(report), '--calib', str(camvid_mini), '--num-calib', '2']) == 0
     groups = load_card(out).precision['groups']
     assert groups == {g: sens['plan']['groups'][g] for g in groups}
     bad = tmp_path / 'bad.json'

@@ -110,6 +110,23 @@ def time_interleaved(sessions: list, feeds: list[dict], warmup: int, runs: int,
     return [percentiles(t[:runs]) for t in times]
 
 
+def memory_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
+    """Return this moment's memory copy bandwidth in GB/s (read + write, best of ``repeats``).
+
+    Recorded beside every timing: on a shared VM the FP32 baseline (its 660-token attention is
+    memory-bound) slows more than the reduced models when other tenants load the memory, so
+    this reading says in which state of the machine the speed-up ratios were measured.
+    """
+    src = np.ones(size_mb * (1 << 20) // 8)
+    dst = np.empty_like(src)
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * src.nbytes / best / 1e9
+
+
 def gemm_peak(threads: int, precision: str, size: int = 1024, runs: int = 20) -> float:
     """Measure this machine's GEMM rate in G(FL)OP/s through ONNX Runtime at ``precision``."""
     import onnx
@@ -152,19 +169,22 @@ def precision_plan(fp32_path: Path, precision: str, plan: Optional[dict] = None)
 
 
 def apply_precision(fp32_path: Path, precision: str, out_path: Path,
-                    plan: Optional[dict] = None) -> Path:
+                    plan: Optional[dict] = None, calibration: Optional[list] = None,
+                    input_name: str = 'image') -> Path:
     """Write the ``precision`` form of an FP32 ONNX model (see docs/mixed-precision.md).
 
-    ``int8``: uniform -- every quantizable operator INT8 (dynamic), including attention's
-    activation products, the token scoring and the stem; ``mixed``: the precision ``plan``
-    (default: ``training.quant``'s default plan, Linear layers INT8, the rest float).
+    ``int8``: uniform -- every quantizable operator INT8, including attention's activation
+    products, the token scoring and the stem; ``mixed``: the precision ``plan`` (default:
+    ``training.quant``'s default plan, Linear layers INT8, the rest float). ``calibration``:
+    batches for the static INT8 of activation products, where the plan has them.
     """
     if precision == 'fp32':
         return fp32_path
     if precision in ('int8', 'mixed'):
         from training.quant import quantize_mixed
 
-        return quantize_mixed(fp32_path, out_path, precision_plan(fp32_path, precision, plan))
+        return quantize_mixed(fp32_path, out_path, precision_plan(fp32_path, precision, plan),
+                              calibration, input_name)
     if precision == 'fp16':
         from training.quant import to_float16
 
@@ -207,7 +227,8 @@ def build_variant(variant: dict, checkpoint: str, workdir: Path, frames: list) -
 
 def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     """Run the grid in ``config_path``; write results to ``out_dir``; return the results."""
-    from training.data import SegmentationDataset
+    from training.data import SegmentationDataset, spread_frames
+    from training.export import frames_to_batches
     from training.flops import cost
 
     cfg = yaml.safe_load(Path(config_path).read_text())
@@ -223,6 +244,9 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
         raise UserError('exactly one variant must be marked baseline: true')
     frames_ds = SegmentationDataset(cfg['data'], cfg.get('split', 'val'), None, cache=False)
     frames = [frames_ds.load(i)[0] for i in range(min(3, len(frames_ds)))]
+    calib_cfg = cfg.get('calibration', {})     # static INT8 of attention products
+    calib_frames = spread_frames(cfg['data'], calib_cfg.get('split', 'train'),
+                                 int(calib_cfg.get('frames', 16)))
     machine = machine_info(threads)
     machine['gemm_peak_gflops'] = {'fp32': gemm_peak(threads, 'fp32'),
                                    'int8': gemm_peak(threads, 'int8')}
@@ -239,10 +263,11 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
 
             v['plan'] = load_plan(v['plan'])
         path = apply_precision(fp32_path, precision, work / f'{v["name"]}.{precision}.onnx',
-                               v.get('plan'))
+                               v.get('plan'), frames_to_batches(calib_frames, card),
+                               card.input_name)
         if path != fp32_path:   # the quantized model gets its own card, precision recorded
             qcard = copy.deepcopy(card)
-            qcard.precision = {'default': precision, 'form': 'onnxruntime-dynamic'
+            qcard.precision = {'default': precision, 'form': 'onnxruntime-cpu'
                                if precision in ('int8', 'mixed') else precision,
                                'plan': v.get('plan')}
             if precision in ('int8', 'mixed'):
@@ -271,6 +296,7 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
               flush=True)
     # latency last, all variants in rounds, so that the drift of a shared machine hits them alike
     sessions = [session(r['onnx'], threads) for r in results]
+    bandwidth = {'before': memory_bandwidth()}
     lats = time_interleaved(sessions, feeds, warmup, runs)
     base_i = next(i for i, r in enumerate(results) if r['baseline'])
     check = {}
@@ -281,6 +307,8 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
                for a, b in zip(lats, again)]
         check = {'second_pass_p50_ms': {r['name']: b['p50'] for r, b in zip(results, again)},
                  'max_speedup_ratio_deviation': max(dev)}
+    bandwidth['after'] = memory_bandwidth()
+    machine['memory_copy_gbs'] = bandwidth
     for r, lat in zip(results, lats):
         peak = machine['gemm_peak_gflops']['int8' if r['precision'] in ('int8', 'mixed')
                                            else 'fp32']
@@ -322,7 +350,9 @@ def retime(results_path: str | os.PathLike, warmup: int = 5, runs: int = 30) -> 
         i = s.get_inputs()[0]
         feeds.append({i.name: np.random.default_rng(0).standard_normal(
             [int(d) for d in i.shape]).astype(np.float32)})
+    bandwidth = {'before': memory_bandwidth()}
     lats = time_interleaved(sessions, feeds, warmup, runs)
+    bandwidth['after'] = memory_bandwidth()
     b = next(i for i, r in enumerate(rs) if r['baseline'])
     rows = {}
     for r, lat in zip(rs, lats):
@@ -334,6 +364,8 @@ def retime(results_path: str | os.PathLike, warmup: int = 5, runs: int = 30) -> 
     when = datetime.datetime.now().isoformat(timespec='seconds')
     return {'results': str(results_path), 'when': when,
             'baseline_p50_ms': {'committed': rs[b]['latency_ms']['p50'], 'now': lats[b]['p50']},
+            'memory_copy_gbs': {'committed': doc['machine'].get('memory_copy_gbs'),
+                                'now': bandwidth},
             'max_abs_deviation': dev[-1], 'median_abs_deviation': dev[len(dev) // 2],
             'variants': rows}
 

@@ -121,6 +121,15 @@ class SegmentationDataset:
         return self.transform(image, label, epoch=epoch, index=index)
 
 
+def spread_frames(root: str | os.PathLike, split: str, count: int) -> list[np.ndarray]:
+    """Return ``count`` RGB frames spread evenly over a split (calibration sets)."""
+    ds = SegmentationDataset(root, split, None, cache=False)
+    if len(ds) == 0 or count <= 0:
+        return []
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(count, len(ds))).round().astype(int))
+    return [ds.load(int(i))[0] for i in idx]
+
+
 def class_frequencies(labels: list[np.ndarray], num_classes: int) -> np.ndarray:
     """Return per-class pixel frequency over ``labels`` (ignored ids excluded)."""
     counts = np.zeros(num_classes, np.int64)

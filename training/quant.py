@@ -8,8 +8,16 @@ expresses a mixed plan directly: excluded MatMuls stay FP32 with no Q/DQ around 
 ModelOpt would place Q/DQ the same way for TensorRT but is a large CUDA-oriented dependency; it
 is the natural next step on a GPU machine.
 
-Groups: the MatMul/Gemm nodes of each encoder block, of the decoder, and the rest; the precision
-plan assigns ``int8`` or ``fp32`` per group.
+Groups: the Linear layers (MatMul/Gemm with a weight) of each encoder block and of the decoder,
+attention's two activation products (``attention.scores`` = QK^T, ``attention.values`` = PV),
+the token scoring, the conv stem; the precision plan assigns ``int8`` or ``fp32`` per group.
+Group names are dotted: a plan key may name a parent (``attention``, ``encoder.blocks``) to set
+all its groups, the most specific key wins.
+
+INT8 forms on the CPU (the benchmark measures them): Linear layers dynamic (weights per channel,
+activations quantized at run time, ``DynamicQuantizeMatMul``); activation-activation products
+static U8S8 from calibration frames (``training.static_int8``: the only INT8 form of them that
+is faster than FP32 here); the stem ``ConvInteger`` (dynamic).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ QUANT_OPS = ('MatMul', 'Gemm', 'Conv')
 # operator groups that stay float unless a plan names them: measured slower in INT8 on this CPU
 # (attention's activation products, the conv stem) or kept float by design (token scoring)
 FLOAT_BY_DEFAULT = ('attention', 'reduction', 'stem')
+ACTIVATION_GROUPS = ('attention', 'reduction')   # both operands are activations: static form
 
 
 def _constants(graph) -> set[str]:
@@ -40,14 +49,16 @@ def node_groups(model_path: str | os.PathLike) -> dict[str, list[str]]:
     """Return ``group -> [quantizable node names]`` of an exported model.
 
     Groups: ``encoder.blocks.NN`` and ``decoder`` (their Linear layers: MatMul/Gemm with a
-    weight), ``attention`` (activation-activation MatMuls inside the blocks: QK^T and AV),
-    ``reduction`` (activation-activation MatMuls outside them: token similarities and merges),
-    ``stem`` (convolutions), ``other`` (remaining weight MatMuls).
+    weight), ``attention.scores`` / ``attention.values`` (activation-activation MatMuls inside
+    the blocks: QK^T and the softmax times V), ``reduction`` (activation-activation MatMuls
+    outside them: token similarities and merges), ``stem`` (convolutions), ``other`` (remaining
+    weight MatMuls).
     """
     import onnx
 
     g = onnx.load(str(model_path), load_external_data=False).graph
     consts = _constants(g)
+    producer = {o: n for n in g.node for o in n.output}
     groups: dict[str, list[str]] = {}
     for node in g.node:
         if node.op_type not in QUANT_OPS:
@@ -58,7 +69,10 @@ def node_groups(model_path: str | os.PathLike) -> dict[str, list[str]]:
         if node.op_type == 'Conv':
             grp = 'stem'
         elif not any(i in consts for i in node.input):
-            grp = 'attention' if in_block else 'reduction'
+            after_softmax = node.input[0] in producer and \
+                producer[node.input[0]].op_type == 'Softmax'
+            grp = ('attention.values' if after_softmax else 'attention.scores') if in_block \
+                else 'reduction'
         elif '/decoder/' in node.name:
             grp = 'decoder'
         elif m:
@@ -78,16 +92,29 @@ def group_precisions(model_path: str | os.PathLike, plan: dict) -> dict[str, str
     return _resolve(node_groups(model_path), plan)
 
 
+def _lineage(group: str) -> list[str]:
+    """Return a group and its dotted parents, most specific first: a.b.c, a.b, a."""
+    parts = group.split('.')
+    return ['.'.join(parts[:k]) for k in range(len(parts), 0, -1)]
+
+
 def _resolve(groups: dict[str, list[str]], plan: dict) -> dict[str, str]:
     named = plan.get('groups', {})
-    unknown = set(named) - set(groups)
+    known = {p for g in groups for p in _lineage(g)}
+    unknown = set(named) - known
     if unknown:
         raise UserError(f'precision plan names unknown groups: {sorted(unknown)}')
     bad = {v for v in named.values()} - {'int8', 'fp32'}
     if bad:
         raise UserError(f'precision plan values must be int8 or fp32, got {sorted(bad)}')
     default = plan.get('default', 'int8')
-    return {g: named.get(g, 'fp32' if g in FLOAT_BY_DEFAULT else default) for g in groups}
+
+    def precision(g: str) -> str:
+        for key in _lineage(g):
+            if key in named:
+                return named[key]
+        return 'fp32' if any(p in FLOAT_BY_DEFAULT for p in _lineage(g)) else default
+    return {g: precision(g) for g in groups}
 
 
 def load_plan(path: str | os.PathLike) -> dict:
@@ -125,7 +152,7 @@ def _nodes_at(model_path: str | os.PathLike, plan: dict, precision: str) -> list
 
 def quantize_dynamic_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                           nodes: Optional[Iterable[str]] = None) -> Path:
-    """Write dynamic INT8 (ONNX Runtime's CPU form) of ``nodes`` (default: the default plan)."""
+    """Write dynamic INT8 (ONNX Runtime's CPU form) of the weight layers ``nodes``."""
     from onnxruntime.quantization import quantize_dynamic, QuantType
 
     if nodes is None:
@@ -136,15 +163,52 @@ def quantize_dynamic_int8(fp32_path: str | os.PathLike, out_path: str | os.PathL
         Path(out_path).write_bytes(Path(fp32_path).read_bytes())
         return Path(out_path)
     quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=list(QUANT_OPS), nodes_to_quantize=nodes,
-                     extra_options={'MatMulConstBOnly': False})
+                     op_types_to_quantize=list(QUANT_OPS), nodes_to_quantize=nodes)
     return Path(out_path)
 
 
-def quantize_mixed(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
-                   plan: dict) -> Path:
-    """Apply a precision plan with dynamic INT8 (the CPU deployment form)."""
-    return quantize_dynamic_int8(fp32_path, out_path, plan_int8_nodes(fp32_path, plan))
+def is_activation_group(group: str) -> bool:
+    """Return whether a group's products take two activations (attention, token scoring)."""
+    return any(p in ACTIVATION_GROUPS for p in _lineage(group))
+
+
+def activation_ranges(fp32_path: str | os.PathLike, nodes: Iterable[str],
+                      calibration: list[np.ndarray], input_name: str) -> dict:
+    """Calibrated ranges for the static INT8 of activation products ``nodes``."""
+    from training.static_int8 import calibration_tensors, tensor_ranges
+
+    return tensor_ranges(fp32_path, calibration_tensors(fp32_path, nodes), calibration,
+                         input_name)
+
+
+def quantize_mixed(fp32_path: str | os.PathLike, out_path: str | os.PathLike, plan: dict,
+                   calibration: Optional[list[np.ndarray]] = None, input_name: str = 'image',
+                   ranges: Optional[dict] = None) -> Path:
+    """Apply a precision plan in the CPU deployment form.
+
+    Weight layers: dynamic INT8. Attention's products and the token scoring, where the plan
+    makes them INT8: static U8S8 (``training.static_int8``), calibrated on ``calibration``
+    batches (or given ``ranges`` from ``activation_ranges``).
+    """
+    from training.static_int8 import quantize_activation_matmuls
+
+    groups = node_groups(fp32_path)
+    prec = _resolve(groups, plan)
+    weights = [n for g, names in groups.items()
+               if prec[g] == 'int8' and not is_activation_group(g) for n in names]
+    products = [n for g, names in groups.items()
+                if prec[g] == 'int8' and is_activation_group(g) for n in names]
+    if not products:
+        return quantize_dynamic_int8(fp32_path, out_path, weights)
+    if ranges is None:
+        if not calibration:
+            raise UserError('this precision plan makes activation products (attention, token '
+                            'scoring) INT8, which is calibrated: give calibration frames '
+                            '(--calib DIR)')
+        ranges = activation_ranges(fp32_path, products, calibration, input_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        mid = quantize_dynamic_int8(fp32_path, Path(tmp) / 'weights.onnx', weights)
+        return quantize_activation_matmuls(mid, out_path, products, ranges)
 
 
 class _FrameReader:
@@ -239,39 +303,45 @@ def paired_gain(sess_a, sess_b, feed: dict, pairs: int = 25) -> tuple[float, flo
 
 
 def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val',
-                limit: int = 20, threads: int = 2, pairs: int = 25) -> dict:
+                limit: int = 20, threads: int = 2, pairs: int = 25,
+                calibration: Optional[list[np.ndarray]] = None) -> dict:
     """Measure, per group, what INT8 costs in mIoU and what it saves in latency.
 
-    Accuracy: that group alone in INT8 (dynamic), the rest FP32, mIoU on ``limit`` frames.
-    Latency: leave-one-out from the model with *every* group in INT8, timed interleaved with it
-    (``paired_gain``) -- the group's marginal saving in context. Quantizing one block alone is
-    slower than FP32 here (its quantize steps cost more than one block gains, while the whole
-    model is 1.35x faster), so single-group latencies are not additive. Returns ``{'baseline',
-    'all_int8', 'groups': {group: {'miou', 'miou_drop', 'latency_gain_ms', 'noise_ms',
-    'nodes'}}}``.
+    Accuracy: that group alone in INT8 (the CPU form of ``quantize_mixed``), the rest FP32, mIoU
+    on ``limit`` frames. Latency: leave-one-out from the model with *every* group in INT8, timed
+    interleaved with it (``paired_gain``) -- the group's marginal saving in context. Quantizing
+    one block alone is slower than FP32 here (its quantize steps cost more than one block
+    gains, while the whole model is faster), so single-group latencies are not additive.
+    ``calibration``: batches for the static INT8 of the activation products (from a split other
+    than the one scored). Returns ``{'baseline', 'all_int8', 'groups': {group: {'miou',
+    'miou_drop', 'latency_gain_ms', 'noise_ms', 'nodes'}}}``.
     """
     from training.bench import evaluate_onnx, session
 
     groups = node_groups(fp32_path)
-    everything = [n for names in groups.values() for n in names]
+    products = [n for g, names in groups.items() if is_activation_group(g) for n in names]
+    ranges = activation_ranges(fp32_path, products, calibration or [], card.input_name) \
+        if products else {}
     feed = {card.input_name: np.random.default_rng(0).standard_normal(
         (1, 3, card.input_height, card.input_width)).astype(np.float32)}
+    everything = {g: 'int8' for g in groups}
+
+    def quantized(path: Path, precisions: dict) -> Path:
+        return quantize_mixed(fp32_path, path, {'default': 'fp32', 'groups': precisions},
+                              ranges=ranges)
 
     def miou(path: Path) -> float:
         return evaluate_onnx(path, card, data, split, threads, limit)['miou']
     base_miou = miou(Path(fp32_path))
     out = {'baseline': {'miou': base_miou, 'frames': limit}, 'groups': {}}
     with tempfile.TemporaryDirectory() as tmp:
-        full = quantize_dynamic_int8(fp32_path, Path(tmp) / 'all.onnx', everything)
+        full = quantized(Path(tmp) / 'all.onnx', everything)
         full_sess = session(full, threads)
         gain, noise = paired_gain(full_sess, session(fp32_path, threads), feed, pairs)
         out['all_int8'] = {'miou': miou(full), 'latency_gain_ms': gain, 'noise_ms': noise}
         for g, names in groups.items():
-            alone = quantize_dynamic_int8(fp32_path, Path(tmp) / f'{g}.onnx', names)
-            m = miou(alone)
-            mine = set(names)
-            rest = [n for n in everything if n not in mine]
-            without = quantize_dynamic_int8(fp32_path, Path(tmp) / f'{g}.rest.onnx', rest)
+            m = miou(quantized(Path(tmp) / f'{g}.onnx', {g: 'int8'}))
+            without = quantized(Path(tmp) / f'{g}.rest.onnx', {**everything, g: 'fp32'})
             gain, noise = paired_gain(full_sess, session(without, threads), feed, pairs)
             out['groups'][g] = {'miou': m, 'miou_drop': base_miou - m, 'nodes': len(names),
                                 'latency_gain_ms': gain, 'noise_ms': noise}

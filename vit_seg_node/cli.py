@@ -255,7 +255,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     """
     import tempfile
 
-    from training.data import SegmentationDataset
+    from training.data import spread_frames
     from training.export import frames_to_batches
     from training.quant import (group_precisions, load_plan, quantize_mixed, quantize_qdq,
                                 to_float16)
@@ -263,20 +263,19 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
     card = load_card(a.model)
     plan = load_plan(a.plan) if a.plan else {'default': 'int8'}
+    calib = frames_to_batches(spread_frames(a.calib, a.split, a.num_calib), card) \
+        if a.calib else None
     if a.format == 'dynamic':
-        quantize_mixed(a.model, a.out, plan)
+        quantize_mixed(a.model, a.out, plan, calib, card.input_name)
     elif a.format == 'fp16':
         plan = {'default': 'fp16'}
         to_float16(a.model, a.out)
     else:
         if not a.calib:
             raise UserError(f'--format {a.format} needs --calib DIR (frames to calibrate on)')
-        ds = SegmentationDataset(a.calib, a.split, None, cache=False)
-        frames = [ds.load(i)[0] for i in range(min(a.num_calib, len(ds)))]
         with tempfile.TemporaryDirectory() as tmp:
             qdq = Path(tmp) / 'qdq.onnx' if a.format == 'qdq-fp16' else Path(a.out)
-            quantize_qdq(a.model, qdq, frames_to_batches(frames, card), card.input_name,
-                         a.method, plan)
+            quantize_qdq(a.model, qdq, calib, card.input_name, a.method, plan)
             if a.format == 'qdq-fp16':
                 to_float16(qdq, a.out)
     default = 'mixed' if 'fp32' in json.dumps(plan) else plan.get('default', 'int8')
@@ -293,10 +292,15 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
 def cmd_sensitivity(a: argparse.Namespace) -> int:
     """Per-group INT8 sensitivity (mIoU drop, latency gain) and a greedy precision plan."""
+    from training.data import spread_frames
+    from training.export import frames_to_batches
     from training.quant import allocate, save_json, sensitivity
     from vit_seg_node.runtime.card import load_card
 
-    sens = sensitivity(a.model, load_card(a.model), a.data, a.split, a.limit, a.threads)
+    card = load_card(a.model)
+    calib = frames_to_batches(spread_frames(a.data, a.calib_split, a.num_calib), card)
+    sens = sensitivity(a.model, card, a.data, a.split, a.limit, a.threads, calibration=calib)
+    sens['calibration'] = {'split': a.calib_split, 'frames': len(calib)}
     sens['plan'] = allocate(sens, a.budget)
     save_json(sens, a.json)
     for g, s in sens['groups'].items():
@@ -426,9 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
                         'opset >= 19); fp16: FP16 only')
     p.add_argument('--plan', help='precision plan JSON (groups -> int8|fp32), or a '
                                   '`vit-seg sensitivity` report holding one')
-    p.add_argument('--calib', help='dataset root with calibration frames (qdq)')
-    p.add_argument('--split', default='train')
-    p.add_argument('--num-calib', type=int, default=32)
+    p.add_argument('--calib', help='dataset root with calibration frames (qdq, and dynamic '
+                                   'plans with INT8 attention products)')
+    p.add_argument('--split', default='train', help='calibration split')
+    p.add_argument('--num-calib', type=int, default=16)
     p.add_argument('--method', default='minmax', choices=['minmax', 'percentile', 'entropy'])
     p.set_defaults(func=cmd_quantize)
 
@@ -439,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--limit', type=int, default=20)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--budget', type=float, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
+    p.add_argument('--calib-split', default='train',
+                   help='frames that calibrate the static INT8 of attention products')
+    p.add_argument('--num-calib', type=int, default=16)
     p.add_argument('--json', required=True)
     p.set_defaults(func=cmd_sensitivity)
 

@@ -1,0 +1,133 @@
+"""Static U8S8 INT8 of activation-activation MatMuls (attention), run in ONNX Runtime."""
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, TensorProto
+import onnxruntime as ort
+import pytest
+
+from training.static_int8 import (calibration_tensors, quantize_activation_matmuls,
+                                  tensor_ranges)
+from vit_seg_node.errors import UserError
+
+SHAPE = [1, 3, 40, 16]
+
+
+def _attention_graph(path):
+    """softmax((q * c) @ (k^T * c)) @ v with c = d^-1/4 computed from a shape, as exported."""
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node('Shape', ['q'], ['shape']),
+        helper.make_node('Gather', ['shape', 'last'], ['d']),
+        helper.make_node('Cast', ['d'], ['d_f'], to=f),
+        helper.make_node('Sqrt', ['d_f'], ['sqrt_d']),
+        helper.make_node('Sqrt', ['sqrt_d'], ['qrt_d']),
+        helper.make_node('Reciprocal', ['qrt_d'], ['c']),
+        helper.make_node('Mul', ['q', 'c'], ['qs'], name='mul_q'),
+        helper.make_node('Transpose', ['k'], ['kt'], perm=[0, 1, 3, 2], name='k_T'),
+        helper.make_node('Mul', ['kt', 'c'], ['kts'], name='mul_k'),
+        helper.make_node('MatMul', ['qs', 'kts'], ['s'], name='scores'),
+        helper.make_node('Softmax', ['s'], ['p'], axis=-1),
+        helper.make_node('MatMul', ['p', 'v'], ['out'], name='values'),
+    ]
+    graph = helper.make_graph(
+        nodes, 'attn', [helper.make_tensor_value_info(n, f, SHAPE) for n in 'qkv'],
+        [helper.make_tensor_value_info('out', f, SHAPE)],
+        [numpy_helper.from_array(np.array(3, np.int64), 'last')])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def _feeds(seed, n):
+    rng = np.random.default_rng(seed)
+    return [{k: (2.0 * rng.standard_normal(SHAPE)).astype(np.float32) for k in 'qkv'}
+            for _ in range(n)]
+
+
+def _run(path, feed):
+    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return sess.run(None, feed)[0]
+
+
+def test_rewrite_folds_scale_and_transpose_and_stays_close(tmp_path):
+    fp32 = _attention_graph(tmp_path / 'a.onnx')
+    nodes = ['scores', 'values']
+    tensors = calibration_tensors(fp32, nodes)
+    assert 'p' not in tensors and 'c' in tensors    # softmax range is known; the scale is read
+    # tensor_ranges feeds one input name; calibrate this three-input graph through a wrapper
+    calib = _feeds(0, 4)
+    ranges = {}
+    sess_model = onnx.load(str(fp32))
+    for t in tensors:
+        sess_model.graph.output.append(onnx.ValueInfoProto(name=t))
+    sess = ort.InferenceSession(sess_model.SerializeToString(),
+                                providers=['CPUExecutionProvider'])
+    for feed in calib:
+        for t, v in zip(tensors, sess.run(tensors, feed)):
+            lo, hi = ranges.get(t, (np.inf, -np.inf))
+            ranges[t] = (min(lo, float(v.min())), max(hi, float(v.max())))
+    out = quantize_activation_matmuls(fp32, tmp_path / 'q.onnx', nodes, ranges)
+    g = onnx.load(str(out)).graph
+    ops = [n.op_type for n in g.node]
+    assert ops.count('MatMulIntegerToFloat') == 2 and 'MatMul' not in ops
+    assert 'Mul' not in ops                                 # both scale multiplications folded
+    producer = {o: n for n in g.node for o in n.output}
+    t = next(n for n in g.node if n.op_type == 'Transpose')
+    assert producer[t.input[0]].op_type == 'QuantizeLinear'   # k^T now moves int8
+    for feed in _feeds(1, 3):
+        ref, got = _run(fp32, feed), _run(out, feed)
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.05
+
+
+def test_tensor_ranges_clip_with_a_percentile(tiny_model, camvid_mini):
+    from training.data import SegmentationDataset
+    from training.export import frames_to_batches
+    from training.quant import node_groups
+    from vit_seg_node.runtime.card import load_card
+
+    card = load_card(tiny_model)
+    batch = frames_to_batches([SegmentationDataset(camvid_mini, 'train', cache=False)
+                               .load(0)[0]], card)
+    nodes = node_groups(tiny_model)['attention.scores']
+    tensors = calibration_tensors(tiny_model, nodes)
+    full = tensor_ranges(tiny_model, tensors, batch, card.input_name, percentile=100)
+    clipped = tensor_ranges(tiny_model, tensors, batch, card.input_name, percentile=99.0)
+    operand = next(t for t in tensors if full[t][0] < full[t][1])
+    assert full[operand][0] <= clipped[operand][0] < clipped[operand][1] <= full[operand][1]
+    assert clipped[operand] != full[operand]
+    with pytest.raises(UserError, match='calibration frames'):
+        tensor_ranges(tiny_model, tensors, [], card.input_name)
+
+
+def test_tiny_model_attention_int8_stays_close(tiny_model, camvid_mini, tmp_path):
+    """Tolerance: relative logit error < 0.05, labels agree on > 97 % of the pixels."""
+    from training.data import SegmentationDataset
+    from training.export import frames_to_batches
+    from training.quant import quantize_mixed
+    from vit_seg_node.runtime.backends import create_backend
+    from vit_seg_node.runtime.card import load_card
+
+    card = load_card(tiny_model)
+    train = SegmentationDataset(camvid_mini, 'train', cache=False)
+    calib = frames_to_batches([train.load(i)[0] for i in range(len(train))], card)
+    out = quantize_mixed(tiny_model, tmp_path / 'att.onnx',
+                         {'default': 'fp32', 'groups': {'attention': 'int8'}}, calib,
+                         card.input_name)
+    assert [n.op_type for n in onnx.load(str(out)).graph.node].count('MatMulIntegerToFloat') == 8
+    ref_b, got_b = create_backend(tiny_model, card, threads=1), create_backend(out, card, threads=1)
+    val = SegmentationDataset(camvid_mini, 'val', cache=False)
+    for i in range(len(val)):
+        x = frames_to_batches([val.load(i)[0]], card)[0]
+        ref, got = ref_b.infer(x), got_b.infer(x)
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.05
+        assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.97
+
+
+def test_weight_matmul_is_refused(tiny_model, tmp_path):
+    from training.quant import node_groups
+
+    linear = node_groups(tiny_model)['encoder.blocks.00'][0]
+    with pytest.raises(UserError, match='two activations'):
+        quantize_activation_matmuls(tiny_model, tmp_path / 'x.onnx', [linear], {})

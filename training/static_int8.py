@@ -1,0 +1,254 @@
+"""Static INT8 for MatMuls whose operands are both activations (attention's QK^T and PV).
+
+Why this exists: ONNX Runtime's quantizers offer these products only with the same type on both
+sides -- dynamic quantization makes both uint8 (U8U8) and static QDQ makes both int8 (S8S8) --
+and on this CPU both kernels are slower than FP32 (a 3x660x64 @ 3x64x660 product: FP32 0.83 ms,
+U8U8 0.76, S8S8 3.8, U8S8 0.42; ``python -m training.tools.matmul_kinds``). U8S8 is the fast
+kernel (VNNI/AMX), and ONNX Runtime's ``com.microsoft.MatMulIntegerToFloat`` runs it with the
+rescale fused, so this module writes that form itself:
+
+* the left operand ``A`` in uint8: the softmax output with the fixed scale 1/255 (its range is
+  [0, 1] by construction), anything else asymmetric with a calibrated range;
+* the right operand ``B`` in int8, symmetric (zero point 0), calibrated;
+* ``QuantizeLinear`` -> ``MatMulIntegerToFloat`` in place of the MatMul. A multiplication by a
+  positive scalar constant in front of an operand (the exported attention's ``sqrt(scale)``) is
+  folded into the quantization scale, and a ``Transpose`` in front of ``B`` (``k^T``) moves after
+  the quantization, so it moves int8 instead of float.
+
+Ranges come from running the float model on calibration frames (``tensor_ranges``); a
+percentile clip (99.99 by default) keeps rare outliers from stretching the scale.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from vit_seg_node.errors import UserError
+
+SOFTMAX_SCALE = 1.0 / 255.0
+
+
+def _constant(graph, name: str) -> Optional[np.ndarray]:
+    """Return the value of ``name`` if it is an initializer or a Constant node's output."""
+    from onnx import numpy_helper
+
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for n in graph.node:
+        if n.op_type == 'Constant' and n.output[0] == name:
+            for attr in n.attribute:
+                if attr.name == 'value':
+                    return numpy_helper.to_array(attr.t)
+    return None
+
+
+class _Graph:
+    """Producer/consumer maps of a graph, and which tensors are static (input-independent)."""
+
+    def __init__(self, graph) -> None:
+        self.g = graph
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, int] = {}
+        for n in graph.node:
+            for i in n.input:
+                self.consumers[i] = self.consumers.get(i, 0) + 1
+        for o in graph.output:
+            self.consumers[o.name] = self.consumers.get(o.name, 0) + 1
+        self.inits = {i.name for i in graph.initializer}
+        self._static: dict[str, bool] = {}
+
+    def static(self, t: str) -> bool:
+        """Return whether ``t`` is independent of the input's values.
+
+        Constants are, and what is computed from constants and shapes only (the exported
+        attention scale is ``Sqrt(Cast(Shape))``).
+        """
+        if t not in self._static:
+            p = self.producer.get(t)
+            self._static[t] = t in self.inits if p is None else (
+                p.op_type in ('Constant', 'Shape') or all(self.static(i) for i in p.input if i))
+        return self._static[t]
+
+    def walk(self, t: str) -> list[tuple[object, Optional[str]]]:
+        """Return the steps back from operand ``t`` that quantization can absorb.
+
+        A ``Mul`` by a static tensor (the step's multiplier) and at most one ``Transpose``,
+        each the only consumer of what it produces: ``[(node, multiplier or None), ...]``.
+        """
+        steps, transposed = [], False
+        while t in self.producer and self.consumers.get(t, 0) == 1:
+            p = self.producer[t]
+            if p.op_type == 'Mul' and sum(self.static(i) for i in p.input) == 1:
+                mult = next(i for i in p.input if self.static(i))
+                steps.append((p, mult))
+                t = next(i for i in p.input if i != mult)
+            elif p.op_type == 'Transpose' and not transposed:
+                steps.append((p, None))
+                transposed = True
+                t = p.input[0]
+            else:
+                break
+        return steps
+
+    def is_softmax(self, t: str) -> bool:
+        return t in self.producer and self.producer[t].op_type == 'Softmax'
+
+
+def calibration_tensors(model_path: str | os.PathLike, nodes: Iterable[str]) -> list[str]:
+    """Return the tensors whose values ``quantize_activation_matmuls`` needs for ``nodes``.
+
+    The operands (but a softmax output, whose range is known) and their static multipliers.
+    """
+    import onnx
+
+    gr = _Graph(onnx.load(str(model_path), load_external_data=False).graph)
+    wanted = set(nodes)
+    out = []
+    for n in gr.g.node:
+        if n.name in wanted:
+            a, b = n.input[:2]
+            out += [b] if gr.is_softmax(a) else [a, b]
+            out += [m for t in (a, b) for _, m in gr.walk(t) if m is not None]
+    return sorted(set(out))
+
+
+def tensor_ranges(model_path: str | os.PathLike, tensors: list[str],
+                  batches: list[np.ndarray], input_name: str,
+                  percentile: float = 99.99) -> dict[str, tuple[float, float]]:
+    """Return ``tensor -> (low, high)`` over calibration batches (percentile-clipped)."""
+    import onnx
+    import onnxruntime as ort
+
+    if not batches:
+        raise UserError('static INT8 of activation products needs calibration frames')
+    model = onnx.load(str(model_path))
+    known = {o.name for o in model.graph.output}
+    for t in tensors:
+        if t not in known:
+            model.graph.output.append(onnx.ValueInfoProto(name=t))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                providers=['CPUExecutionProvider'])
+    ranges = {t: [np.inf, -np.inf] for t in tensors}
+    for batch in batches:
+        for t, v in zip(tensors, sess.run(tensors, {input_name: batch})):
+            lo, hi = (np.percentile(v, [100.0 - percentile, percentile])
+                      if percentile < 100 and v.size > 1 else (v.min(), v.max()))
+            ranges[t][0] = min(ranges[t][0], float(lo))
+            ranges[t][1] = max(ranges[t][1], float(hi))
+    return {t: (lo, hi) for t, (lo, hi) in ranges.items()}
+
+
+def _u8_params(lo: float, hi: float) -> tuple[float, int]:
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-8) / 255.0
+    return scale, int(np.clip(round(-lo / scale), 0, 255))
+
+
+def _s8_scale(lo: float, hi: float) -> float:
+    return max(abs(lo), abs(hi), 1e-8) / 127.0
+
+
+def quantize_activation_matmuls(src: str | os.PathLike, dst: str | os.PathLike,
+                                nodes: Iterable[str],
+                                ranges: dict[str, tuple[float, float]]) -> Path:
+    """Rewrite the MatMuls ``nodes`` of ``src`` as U8S8 ``MatMulIntegerToFloat``; write ``dst``.
+
+    ``ranges``: from ``tensor_ranges`` on the float model, for ``calibration_tensors(nodes)``.
+    Nodes that are not activation-activation MatMuls are an error, not skipped silently.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    gr = _Graph(g)
+    wanted = set(nodes)
+    dropped: set[int] = set()      # ids of nodes folded into a quantization
+    replace: dict[str, list] = {}  # MatMul name -> the nodes that take its place
+    new_inits = []
+
+    def multiplier(name: str) -> Optional[float]:
+        c = _constant(g, name)
+        if c is not None:
+            return float(c.reshape(-1)[0]) if c.size == 1 else None
+        lo, hi = ranges.get(name, (None, None))   # a static tensor, calibrated: one value
+        return lo if lo is not None and lo == hi else None
+
+    def fold(t: str, scale: float) -> tuple[str, float, Optional[object]]:
+        """Absorb the walk's steps while multipliers are positive scalars."""
+        perm = None
+        for node, mult in gr.walk(t):
+            if mult is not None:
+                c = multiplier(mult)
+                if c is None or c <= 0:
+                    break
+                scale /= c
+            else:
+                perm = node
+            t = node.input[0] if mult is None else next(i for i in node.input if i != mult)
+            dropped.add(id(node))
+        return t, scale, perm
+
+    for n in g.node:
+        if n.name not in wanted:
+            continue
+        if n.op_type != 'MatMul' or any(gr.static(i) for i in n.input):
+            raise UserError(f'{n.name}: not a MatMul of two activations ({n.op_type})')
+        a, b = n.input[:2]
+        pre = n.name
+        if gr.is_softmax(a):
+            sa, za = SOFTMAX_SCALE, 0
+        else:
+            sa, za = _u8_params(*ranges[a])
+        sb = _s8_scale(*ranges[b])
+        a_src, sa_src, a_perm = fold(a, sa)
+        b_src, sb_src, b_perm = fold(b, sb)
+        out = []
+        for side, src_t, s, z, dtype, perm in (('a', a_src, sa_src, za, np.uint8, a_perm),
+                                               ('b', b_src, sb_src, 0, np.int8, b_perm)):
+            new_inits += [numpy_helper.from_array(np.array(s, np.float32), f'{pre}/{side}_qscale'),
+                          numpy_helper.from_array(np.array(z, dtype), f'{pre}/{side}_zero')]
+            q = f'{pre}/{side}_q'
+            out.append(helper.make_node('QuantizeLinear', [src_t, f'{pre}/{side}_qscale',
+                                                           f'{pre}/{side}_zero'], [q],
+                                        name=f'{pre}/{side}_quantize'))
+            if perm is not None:   # the layout change now moves int8
+                out.append(helper.make_node('Transpose', [q], [q + 't'], name=f'{pre}/{side}_T',
+                                            perm=list(next(x.ints for x in perm.attribute
+                                                           if x.name == 'perm'))))
+                q += 't'
+            if side == 'a':
+                qa = q
+            else:
+                qb = q
+        # quantized from the unfolded source with scale s' = s / c, the integers equal those of
+        # the operand itself with scale s, so the rescale uses the operands' own scales
+        new_inits += [numpy_helper.from_array(np.array(sa, np.float32), f'{pre}/a_scale'),
+                      numpy_helper.from_array(np.array(sb, np.float32), f'{pre}/b_scale')]
+        out.append(helper.make_node(
+            'MatMulIntegerToFloat', [qa, qb, f'{pre}/a_scale', f'{pre}/b_scale', f'{pre}/a_zero'],
+            [n.output[0]], name=pre, domain='com.microsoft'))
+        replace[pre] = out
+    missing = wanted - set(replace)
+    if missing:
+        raise UserError(f'nodes not in the model: {sorted(missing)}')
+    kept = []
+    for n in g.node:
+        if id(n) in dropped:
+            continue
+        kept.extend(replace.get(n.name, [n]) if n.op_type == 'MatMul' else [n])
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits)
+    if not any(o.domain == 'com.microsoft' for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid('com.microsoft', 1))
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return Path(dst)
