@@ -48,7 +48,7 @@ models: setup
 	$(VENV)/bin/vit-seg export --checkpoint $(NB_REF)/model.safetensors --out runs/models/fast_fp32.onnx \
 	  --frames $(CAMVID) --split val --num-frames 4 --name camvid_vit_tiny_neighbor --metrics $(NB_REF)/val_eval.json
 	$(VENV)/bin/vit-seg quantize --model runs/models/fast_fp32.onnx --format dynamic \
-	  --plan docs/results/quant/sensitivity.json --out vit_seg_node/data/models/fast.onnx
+	  --plan docs/results/quant/sensitivity.json --calib $(CAMVID) --out vit_seg_node/data/models/fast.onnx
 	$(VENV)/bin/vit-seg eval --model vit_seg_node/data/models/fast.onnx --data $(CAMVID) --split val --record
 
 clean-venv:

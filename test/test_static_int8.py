@@ -131,3 +131,11 @@ def test_weight_matmul_is_refused(tiny_model, tmp_path):
     linear = node_groups(tiny_model)['encoder.blocks.00'][0]
     with pytest.raises(UserError, match='two activations'):
         quantize_activation_matmuls(tiny_model, tmp_path / 'x.onnx', [linear], {})
+
+
+def test_matmul_kinds_tool_times_every_form():
+    from training.tools.matmul_kinds import KINDS, measure
+
+    rep = measure(tokens=32, threads=1, rounds=2, burst=2)
+    assert set(rep['kinds']) == set(KINDS)
+    assert all(v['ms'] > 0 and v['gops'] > 0 for v in rep['kinds'].values())
