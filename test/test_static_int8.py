@@ -139,3 +139,22 @@ def test_matmul_kinds_tool_times_every_form():
     rep = measure(tokens=32, threads=1, rounds=2, burst=2)
     assert set(rep['kinds']) == set(KINDS)
     assert all(v['ms'] > 0 and v['gops'] > 0 for v in rep['kinds'].values())
+
+
+def test_quantize_command_needs_frames_for_int8_attention(tiny_model, camvid_mini, tmp_path):
+    import json
+
+    from vit_seg_node.cli import main
+    from vit_seg_node.runtime.card import load_card
+
+    plan = tmp_path / 'plan.json'
+    plan.write_text(json.dumps({'default': 'int8', 'groups': {'attention.values': 'int8'}}))
+    args = ['quantize', '--model', str(tiny_model), '--out', str(tmp_path / 'q.onnx'),
+            '--plan', str(plan)]
+    assert main(args) == 2                                   # calibration frames missing
+    assert main(args + ['--calib', str(camvid_mini), '--num-calib', '2']) == 0
+    card = load_card(tmp_path / 'q.onnx')
+    assert card.precision['groups']['attention.values'] == 'int8'
+    assert card.precision['groups']['attention.scores'] == 'fp32'
+    ops = [n.op_type for n in onnx.load(str(tmp_path / 'q.onnx')).graph.node]
+    assert ops.count('MatMulIntegerToFloat') == 4

@@ -174,7 +174,7 @@ def is_activation_group(group: str) -> bool:
 
 def activation_ranges(fp32_path: str | os.PathLike, nodes: Iterable[str],
                       calibration: list[np.ndarray], input_name: str) -> dict:
-    """Calibrated ranges for the static INT8 of activation products ``nodes``."""
+    """Return calibrated ranges for the static INT8 of activation products ``nodes``."""
     from training.static_int8 import calibration_tensors, tensor_ranges
 
     return tensor_ranges(fp32_path, calibration_tensors(fp32_path, nodes), calibration,

@@ -60,19 +60,17 @@ class _Graph:
         for o in graph.output:
             self.consumers[o.name] = self.consumers.get(o.name, 0) + 1
         self.inits = {i.name for i in graph.initializer}
-        self._static: dict[str, bool] = {}
+        # tensors independent of the input's values: constants, and what is computed from
+        # constants and shapes only (the exported attention scale is ``Sqrt(Cast(Shape))``);
+        # one pass, the nodes of an ONNX graph being in topological order
+        self._static = set(self.inits)
+        for n in graph.node:
+            if n.op_type in ('Constant', 'Shape') or all(i in self._static for i in n.input if i):
+                self._static.update(n.output)
 
     def static(self, t: str) -> bool:
-        """Return whether ``t`` is independent of the input's values.
-
-        Constants are, and what is computed from constants and shapes only (the exported
-        attention scale is ``Sqrt(Cast(Shape))``).
-        """
-        if t not in self._static:
-            p = self.producer.get(t)
-            self._static[t] = t in self.inits if p is None else (
-                p.op_type in ('Constant', 'Shape') or all(self.static(i) for i in p.input if i))
-        return self._static[t]
+        """Return whether ``t`` is independent of the input's values."""
+        return t in self._static
 
     def walk(self, t: str) -> list[tuple[object, Optional[str]]]:
         """Return the steps back from operand ``t`` that quantization can absorb.

@@ -11,7 +11,6 @@ form ``static_int8`` writes), both operands inputs of the graph, timed in interl
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
