@@ -42,24 +42,35 @@ def test_plan_decides_which_operators_are_int8(tiny_model, camvid_mini, tmp_path
 
     from vit_seg_node.errors import UserError
 
-    def quantized_inputs(path):
-        kinds = {'MatMulInteger', 'DynamicQuantizeMatMul', 'ConvInteger'}
-        return {n.op_type for n in onnx.load(str(path)).graph.node} & kinds
+    def quantized(path):
+        """Return the INT8 forms in a model: dynamic MatMuls, static products, Q/DQ convs."""
+        g = onnx.load(str(path)).graph
+        producer = {o: n for n in g.node for o in n.output}
+        kinds = {n.op_type for n in g.node} & {'DynamicQuantizeLinear', 'MatMulIntegerToFloat'}
+        if any(n.op_type == 'Conv' and producer.get(n.input[0]) is not None and
+               producer[n.input[0]].op_type == 'DequantizeLinear' for n in g.node):
+            kinds.add('qdq-conv')
+        return kinds
     default = quantize_mixed(tiny_model, tmp_path / 'default.onnx', {'default': 'int8'})
-    assert 'ConvInteger' not in quantized_inputs(default)
-    assert 'MatMulIntegerToFloat' not in {n.op_type for n in onnx.load(str(default)).graph.node}
+    assert quantized(default) == {'DynamicQuantizeLinear'}      # Linear layers only
     plan = {'default': 'int8', 'groups': {'attention': 'int8', 'stem': 'int8'}}
-    with pytest.raises(UserError, match='calibrat'):   # attention INT8 is static: calibrated
+    with pytest.raises(UserError, match='calibrat'):   # static forms need calibration frames
         quantize_mixed(tiny_model, tmp_path / 'all.onnx', plan)
+    with pytest.raises(UserError, match='calibrat'):
+        quantize_mixed(tiny_model, tmp_path / 'stem.onnx', {'groups': {'stem': 'int8'}})
     calib = frames_to_batches([SegmentationDataset(camvid_mini, 'train', cache=False).load(0)[0]],
                               load_card(tiny_model))
     everything = quantize_mixed(tiny_model, tmp_path / 'all.onnx', plan, calib)
-    assert 'ConvInteger' in quantized_inputs(everything)
+    assert quantized(everything) == {'DynamicQuantizeLinear', 'MatMulIntegerToFloat', 'qdq-conv'}
     ops = [n.op_type for n in onnx.load(str(everything)).graph.node]
     assert ops.count('MatMulIntegerToFloat') == 2 * 4   # attention's products, static U8S8
+    assert 'ConvInteger' not in ops                      # the slow dynamic conv form
     assert plan_fp32_nodes(tiny_model, plan) == []
     none = quantize_mixed(tiny_model, tmp_path / 'none.onnx', {'default': 'fp32'})
-    assert not quantized_inputs(none)
+    assert not quantized(none)
+    ref = create_backend(tiny_model, load_card(tiny_model), threads=1).infer(calib[0])
+    got = create_backend(everything, load_card(tiny_model), threads=1).infer(calib[0])
+    assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.9
 
 
 def test_fp32_layer_in_plan_has_no_qdq(tiny_model, camvid_mini, tmp_path):

@@ -17,7 +17,7 @@ all its groups, the most specific key wins.
 INT8 forms on the CPU (the benchmark measures them): Linear layers dynamic (weights per channel,
 activations quantized at run time, ``DynamicQuantizeMatMul``); activation-activation products
 static U8S8 from calibration frames (``training.static_int8``: the only INT8 form of them that
-is faster than FP32 here); the stem ``ConvInteger`` (dynamic).
+is faster than FP32 here); the stem's convolutions static U8S8 Q/DQ (``QLinearConv``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ QUANT_OPS = ('MatMul', 'Gemm', 'Conv')
 # (attention's activation products, the conv stem) or kept float by design (token scoring)
 FLOAT_BY_DEFAULT = ('attention', 'reduction', 'stem')
 ACTIVATION_GROUPS = ('attention', 'reduction')   # both operands are activations: static form
+STATIC_CONV_GROUPS = ('stem',)                    # convolutions: static Q/DQ form
 
 
 def _constants(graph) -> set[str]:
@@ -186,29 +187,62 @@ def quantize_mixed(fp32_path: str | os.PathLike, out_path: str | os.PathLike, pl
                    ranges: Optional[dict] = None) -> Path:
     """Apply a precision plan in the CPU deployment form.
 
-    Weight layers: dynamic INT8. Attention's products and the token scoring, where the plan
-    makes them INT8: static U8S8 (``training.static_int8``), calibrated on ``calibration``
-    batches (or given ``ranges`` from ``activation_ranges``).
+    Linear layers: dynamic INT8. The stem's convolutions, where the plan makes them INT8: static
+    U8S8 Q/DQ (``QLinearConv`` chains; ``quantize_static_convs``). Attention's products and the
+    token scoring: static U8S8 (``training.static_int8``). The static forms are calibrated on
+    ``calibration`` batches (the products may instead take ``ranges`` from
+    ``activation_ranges``).
     """
     from training.static_int8 import quantize_activation_matmuls
 
     groups = node_groups(fp32_path)
     prec = _resolve(groups, plan)
-    weights = [n for g, names in groups.items()
-               if prec[g] == 'int8' and not is_activation_group(g) for n in names]
-    products = [n for g, names in groups.items()
-                if prec[g] == 'int8' and is_activation_group(g) for n in names]
-    if not products:
-        return quantize_dynamic_int8(fp32_path, out_path, weights)
-    if ranges is None:
-        if not calibration:
-            raise UserError('this precision plan makes activation products (attention, token '
-                            'scoring) INT8, which is calibrated: give calibration frames '
-                            '(--calib DIR)')
-        ranges = activation_ranges(fp32_path, products, calibration, input_name)
+    int8 = {g: names for g, names in groups.items() if prec[g] == 'int8'}
+    convs = [n for g, names in int8.items() if g in STATIC_CONV_GROUPS for n in names]
+    products = [n for g, names in int8.items() if is_activation_group(g) for n in names]
+    weights = [n for g, names in int8.items()
+               if not is_activation_group(g) and g not in STATIC_CONV_GROUPS for n in names]
+    if (convs or (products and ranges is None)) and not calibration:
+        raise UserError('this precision plan makes calibrated operators INT8 (the stem, '
+                        'attention\'s products or the token scoring): give calibration frames '
+                        '(--calib DIR)')
     with tempfile.TemporaryDirectory() as tmp:
-        mid = quantize_dynamic_int8(fp32_path, Path(tmp) / 'weights.onnx', weights)
+        src = Path(fp32_path)
+        if convs:
+            src = quantize_static_convs(src, Path(tmp) / 'convs.onnx', convs, calibration,
+                                        input_name)
+        if not products:
+            return quantize_dynamic_int8(src, out_path, weights)
+        if ranges is None:
+            ranges = activation_ranges(fp32_path, products, calibration, input_name)
+        mid = quantize_dynamic_int8(src, Path(tmp) / 'weights.onnx', weights)
         return quantize_activation_matmuls(mid, out_path, products, ranges)
+
+
+def quantize_static_convs(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
+                          convs: list[str], calibration: list[np.ndarray],
+                          input_name: str = 'image') -> Path:
+    """Write static U8S8 Q/DQ around ``convs`` and the ReLUs that follow them.
+
+    uint8 activations (asymmetric, min-max), int8 per-channel weights: ONNX Runtime runs the
+    chain as ``QLinearConv`` with the ReLUs fused, one Quantize in front and one Dequantize
+    after. Dynamic ``ConvInteger`` is slower than FP32 here (``vit-seg sensitivity`` of session 2).
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, quantize_static,
+                                          QuantType)
+
+    g = onnx.load(str(fp32_path), load_external_data=False).graph
+    produced_by_conv = {n.output[0] for n in g.node if n.name in set(convs)}
+    relus = [n.name for n in g.node if n.op_type == 'Relu' and n.input[0] in produced_by_conv]
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(
+        str(fp32_path), str(out_path), _FrameReader(input_name, calibration),
+        quant_format=QuantFormat.QDQ, op_types_to_quantize=['Conv', 'Relu'], per_channel=True,
+        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=list(convs) + relus,
+        extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
+    return Path(out_path)
 
 
 class _FrameReader:
@@ -328,7 +362,7 @@ def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val
 
     def quantized(path: Path, precisions: dict) -> Path:
         return quantize_mixed(fp32_path, path, {'default': 'fp32', 'groups': precisions},
-                              ranges=ranges)
+                              calibration, card.input_name, ranges)
 
     def miou(path: Path) -> float:
         return evaluate_onnx(path, card, data, split, threads, limit)['miou']

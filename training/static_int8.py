@@ -12,8 +12,10 @@ rescale fused, so this module writes that form itself:
 * the right operand ``B`` in int8, symmetric (zero point 0), calibrated;
 * ``QuantizeLinear`` -> ``MatMulIntegerToFloat`` in place of the MatMul. A multiplication by a
   positive scalar constant in front of an operand (the exported attention's ``sqrt(scale)``) is
-  folded into the quantization scale, and a ``Transpose`` in front of ``B`` (``k^T``) moves after
-  the quantization, so it moves int8 instead of float.
+  folded into the quantization scale, and the layout operators in front of an operand (the
+  head split's ``Squeeze``, ``k^T``'s ``Transpose``) move after the quantization: they move 8-bit
+  integers instead of floats, and ONNX Runtime's QDQ propagation, which would otherwise push the
+  quantization up through them and insert extra Quantize/Dequantize pairs, has nothing to do.
 
 Ranges come from running the float model on calibration frames (``tensor_ranges``); a
 percentile clip (99.99 by default) keeps rare outliers from stretching the scale.
@@ -30,6 +32,8 @@ import numpy as np
 from vit_seg_node.errors import UserError
 
 SOFTMAX_SCALE = 1.0 / 255.0
+# operators that only move elements: they commute with a per-tensor quantization
+LAYOUT_OPS = ('Transpose', 'Squeeze', 'Unsqueeze', 'Reshape')
 
 
 def _constant(graph, name: str) -> Optional[np.ndarray]:
@@ -75,19 +79,19 @@ class _Graph:
     def walk(self, t: str) -> list[tuple[object, Optional[str]]]:
         """Return the steps back from operand ``t`` that quantization can absorb.
 
-        A ``Mul`` by a static tensor (the step's multiplier) and at most one ``Transpose``,
-        each the only consumer of what it produces: ``[(node, multiplier or None), ...]``.
+        A ``Mul`` by a static tensor (the step's multiplier) and layout operators
+        (``LAYOUT_OPS``), each the only consumer of what it produces:
+        ``[(node, multiplier or None), ...]``.
         """
-        steps, transposed = [], False
+        steps = []
         while t in self.producer and self.consumers.get(t, 0) == 1:
             p = self.producer[t]
             if p.op_type == 'Mul' and sum(self.static(i) for i in p.input) == 1:
                 mult = next(i for i in p.input if self.static(i))
                 steps.append((p, mult))
                 t = next(i for i in p.input if i != mult)
-            elif p.op_type == 'Transpose' and not transposed:
+            elif p.op_type in LAYOUT_OPS:
                 steps.append((p, None))
-                transposed = True
                 t = p.input[0]
             else:
                 break
@@ -179,20 +183,25 @@ def quantize_activation_matmuls(src: str | os.PathLike, dst: str | os.PathLike,
         lo, hi = ranges.get(name, (None, None))   # a static tensor, calibrated: one value
         return lo if lo is not None and lo == hi else None
 
-    def fold(t: str, scale: float) -> tuple[str, float, Optional[object]]:
-        """Absorb the walk's steps while multipliers are positive scalars."""
-        perm = None
+    def fold(t: str, scale: float) -> tuple[str, float, list]:
+        """Absorb the walk's steps while multipliers are positive scalars.
+
+        Returns the tensor to quantize, its scale, and the layout nodes to re-apply to the
+        quantized tensor (in the order they ran).
+        """
+        layout = []
         for node, mult in gr.walk(t):
             if mult is not None:
                 c = multiplier(mult)
                 if c is None or c <= 0:
                     break
                 scale /= c
+                t = next(i for i in node.input if i != mult)
             else:
-                perm = node
-            t = node.input[0] if mult is None else next(i for i in node.input if i != mult)
+                layout.insert(0, node)
+                t = node.input[0]
             dropped.add(id(node))
-        return t, scale, perm
+        return t, scale, layout
 
     for n in g.node:
         if n.name not in wanted:
@@ -206,22 +215,26 @@ def quantize_activation_matmuls(src: str | os.PathLike, dst: str | os.PathLike,
         else:
             sa, za = _u8_params(*ranges[a])
         sb = _s8_scale(*ranges[b])
-        a_src, sa_src, a_perm = fold(a, sa)
-        b_src, sb_src, b_perm = fold(b, sb)
+        a_src, sa_src, a_layout = fold(a, sa)
+        b_src, sb_src, b_layout = fold(b, sb)
         out = []
-        for side, src_t, s, z, dtype, perm in (('a', a_src, sa_src, za, np.uint8, a_perm),
-                                               ('b', b_src, sb_src, 0, np.int8, b_perm)):
+        for side, src_t, s, z, dtype, layout in (('a', a_src, sa_src, za, np.uint8, a_layout),
+                                                 ('b', b_src, sb_src, 0, np.int8, b_layout)):
             new_inits += [numpy_helper.from_array(np.array(s, np.float32), f'{pre}/{side}_qscale'),
                           numpy_helper.from_array(np.array(z, dtype), f'{pre}/{side}_zero')]
             q = f'{pre}/{side}_q'
             out.append(helper.make_node('QuantizeLinear', [src_t, f'{pre}/{side}_qscale',
                                                            f'{pre}/{side}_zero'], [q],
                                         name=f'{pre}/{side}_quantize'))
-            if perm is not None:   # the layout change now moves int8
-                out.append(helper.make_node('Transpose', [q], [q + 't'], name=f'{pre}/{side}_T',
-                                            perm=list(next(x.ints for x in perm.attribute
-                                                           if x.name == 'perm'))))
-                q += 't'
+            for k, node in enumerate(layout):   # the layout changes now move 8-bit integers
+                moved = onnx.NodeProto()
+                moved.CopyFrom(node)
+                moved.name = f'{pre}/{side}_{node.op_type}{k}'
+                moved.input[0] = q
+                del moved.output[:]
+                q = f'{pre}/{side}_q{k}'
+                moved.output.append(q)
+                out.append(moved)
             if side == 'a':
                 qa = q
             else:
