@@ -59,6 +59,7 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini):
     assert len(history) == 2 and set(history[-1]['variants']) == set(vs)
     assert history[-1]['variants']['base']['speedup'] == 1.0
     assert history[-1]['max_abs_deviation'] >= history[-1]['median_abs_deviation'] >= 0.0
+    assert history[-1]['memory_copy_gbs']['now']['before'] > 0   # the machine's state, recorded
 
 
 def test_pareto_front():

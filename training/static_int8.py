@@ -1,11 +1,12 @@
 """Static INT8 for MatMuls whose operands are both activations (attention's QK^T and PV).
 
 Why this exists: ONNX Runtime's quantizers offer these products only with the same type on both
-sides -- dynamic quantization makes both uint8 (U8U8) and static QDQ makes both int8 (S8S8) --
-and on this CPU both kernels are slower than FP32 (a 3x660x64 @ 3x64x660 product: FP32 0.83 ms,
-U8U8 0.76, S8S8 3.8, U8S8 0.42; ``python -m training.tools.matmul_kinds``). U8S8 is the fast
-kernel (VNNI/AMX), and ONNX Runtime's ``com.microsoft.MatMulIntegerToFloat`` runs it with the
-rescale fused, so this module writes that form itself:
+sides -- dynamic quantization makes both uint8 (U8U8) and static QDQ makes both int8 (S8S8). On
+this CPU, for a 3x660x64 @ 3x64x660 product, the U8U8 kernel is barely faster than FP32 (and
+dynamic quantization adds a range pass over both operands), S8S8 is about four times slower, and
+U8S8 -- the VNNI/AMX kernel -- about twice as fast (``python -m training.tools.matmul_kinds``,
+``docs/results/quant/matmul_kinds.json``). ONNX Runtime's ``com.microsoft.MatMulIntegerToFloat``
+runs U8S8 with the rescale fused, so this module writes that form itself:
 
 * the left operand ``A`` in uint8: the softmax output with the fixed scale 1/255 (its range is
   [0, 1] by construction), anything else asymmetric with a calibrated range;
