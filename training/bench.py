@@ -383,7 +383,8 @@ def write_results(doc: dict, out: Path) -> None:
         w.writerow({**r, 'budget': json.dumps(r['budget']), 'p50_ms': r['latency_ms']['p50'],
                     'p90_ms': r['latency_ms']['p90'], 'p99_ms': r['latency_ms']['p99']})
     atomic_write_text(out / 'results.csv', buf.getvalue())
-    atomic_write_text(out / 'results.md', markdown_table(doc) + matched_latency_table(doc))
+    atomic_write_text(out / 'results.md', markdown_table(doc) + matched_latency_table(doc, 0.05)
+                      + matched_latency_table(doc, 0.10))
     pareto_plot(doc, out / 'pareto.png')
 
 
