@@ -60,6 +60,7 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini):
     assert history[-1]['variants']['base']['speedup'] == 1.0
     assert history[-1]['max_abs_deviation'] >= history[-1]['median_abs_deviation'] >= 0.0
     assert history[-1]['memory_copy_gbs']['now']['before'] > 0   # the machine's state, recorded
+    assert (history[-1]['warmup'], history[-1]['runs']) == (1, 3)   # the committed run's
 
 
 def test_pareto_front():

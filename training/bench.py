@@ -323,21 +323,37 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike) -> dic
         r['miou_drop_vs_baseline'] = base['miou'] - r['miou']
         r['flops_ratio_vs_baseline'] = r['flops'] / base['flops']
     doc = {'machine': machine, 'config': str(config_path), 'split': cfg.get('split', 'val'),
+           'timing': {'warmup': warmup, 'runs': runs, 'passes': int(cfg.get('timing_passes', 1))},
            'variants': results, 'reproducibility': check}
     write_results(doc, out)
     return doc
 
 
-def retime(results_path: str | os.PathLike, warmup: int = 5, runs: int = 30) -> dict:
+def _timing_of(doc: dict) -> tuple[int, int]:
+    """Return the (warmup, runs) a results document was timed with."""
+    t = doc.get('timing')
+    if t is None and Path(str(doc.get('config', ''))).is_file():
+        cfg = yaml.safe_load(Path(doc['config']).read_text())
+        t = {'warmup': cfg.get('warmup', 10), 'runs': cfg.get('runs', 50)}
+    t = t or {'warmup': 5, 'runs': 30}
+    return int(t['warmup']), int(t['runs'])
+
+
+def retime(results_path: str | os.PathLike, warmup: Optional[int] = None,
+           runs: Optional[int] = None) -> dict:
     """Time the models of a committed ``results.json`` again; compare the speed-up ratios.
 
     Answers "does re-running reproduce the ratios?" across time, not only within one run
-    (the benchmark's second timing pass). Returns per variant the new p50 and speed-up, and the
-    relative deviation of every speed-up from the committed one.
+    (the benchmark's second timing pass). Warm-up and run counts default to the committed
+    run's. Returns per variant the new p50 and speed-up, and the relative deviation of every
+    speed-up from the committed one.
     """
     import datetime
 
     doc = json.loads(Path(results_path).read_text())
+    w, r = _timing_of(doc)
+    warmup = w if warmup is None else warmup
+    runs = r if runs is None else runs
     threads = int(doc['machine']['threads'])
     rs = doc['variants']
     missing = [r['onnx'] for r in rs if not Path(r['onnx']).is_file()]
@@ -362,7 +378,7 @@ def retime(results_path: str | os.PathLike, warmup: int = 5, runs: int = 30) -> 
                            'deviation': speedup / r['speedup_vs_baseline'] - 1}
     dev = sorted(abs(v['deviation']) for v in rows.values())
     when = datetime.datetime.now().isoformat(timespec='seconds')
-    return {'results': str(results_path), 'when': when,
+    return {'results': str(results_path), 'when': when, 'warmup': warmup, 'runs': runs,
             'baseline_p50_ms': {'committed': rs[b]['latency_ms']['p50'], 'now': lats[b]['p50']},
             'memory_copy_gbs': {'committed': doc['machine'].get('memory_copy_gbs'),
                                 'now': bandwidth},
