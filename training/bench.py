@@ -113,9 +113,10 @@ def time_interleaved(sessions: list, feeds: list[dict], warmup: int, runs: int,
 def memory_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
     """Return this moment's memory copy bandwidth in GB/s (read + write, best of ``repeats``).
 
-    Recorded beside every timing: on a shared VM the FP32 baseline (its 660-token attention is
-    memory-bound) slows more than the reduced models when other tenants load the memory, so
-    this reading says in which state of the machine the speed-up ratios were measured.
+    Recorded beside every timing as one reading of the shared machine's state: the FP32
+    baseline swings far more than the reduced models between runs, and this says whether main
+    memory was contended at the time (so far it was not what differed: 22-24 GB/s in runs whose
+    baselines differed by 25 %).
     """
     src = np.ones(size_mb * (1 << 20) // 8)
     dst = np.empty_like(src)
