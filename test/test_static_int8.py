@@ -158,3 +158,38 @@ def test_quantize_command_needs_frames_for_int8_attention(tiny_model, camvid_min
     assert card.precision['groups']['attention.scores'] == 'fp32'
     ops = [n.op_type for n in onnx.load(str(tmp_path / 'q.onnx')).graph.node]
     assert ops.count('MatMulIntegerToFloat') == 4
+
+
+def test_reduced_model_uniform_int8_runs_close(camvid_mini, tmp_path):
+    """Neighbour merge: the token scoring's products and the biased attention go static too."""
+    import torch
+
+    from training.config import _merge, card_from_config, DEFAULTS
+    from training.data import SegmentationDataset
+    from training.export import export_onnx, frames_to_batches
+    from training.models import create_model
+    from training.quant import node_groups, quantize_mixed, uniform_plan
+    from training.reduction.wiring import attach_reduction
+    from vit_seg_node.runtime.backends import create_backend
+
+    torch.manual_seed(0)
+    model = create_model('segvit_test', num_classes=11, img_size=(64, 96)).eval()
+    attach_reduction(model, {'policy': 'neighbor', 'window_first': 0.5, 'ratio': 0.3,
+                             'locations': [1, 2]}, (64, 96))
+    card = card_from_config(_merge(DEFAULTS, {'model': {'name': 'segvit_test',
+                                                        'img_size': [64, 96]}}), 'nb')
+    card.reduction = model.reduction_card
+    frames = [SegmentationDataset(camvid_mini, 'train', cache=False).load(i)[0] for i in range(3)]
+    fp32 = tmp_path / 'nb.onnx'
+    export_onnx(model, card, fp32, frames[:1])
+    groups = node_groups(fp32)
+    assert groups.get('reduction') and groups.get('attention.values')
+    calib = frames_to_batches(frames, card)
+    out = quantize_mixed(fp32, tmp_path / 'nb.int8.onnx', uniform_plan(fp32), calib,
+                         card.input_name)
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count('MatMulIntegerToFloat') == sum(
+        len(groups[g]) for g in groups if g.startswith('attention') or g == 'reduction')
+    ref = create_backend(fp32, card, threads=1).infer(calib[0])
+    got = create_backend(out, card, threads=1).infer(calib[0])
+    assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.9
