@@ -281,7 +281,9 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     default = 'mixed' if 'fp32' in json.dumps(plan) else plan.get('default', 'int8')
     groups = {} if a.format == 'fp16' else group_precisions(a.model, plan)
     card.precision = {'default': default, 'form': a.format, 'plan': plan, 'groups': groups,
-                      'calibration': a.method if a.format.startswith('qdq') else a.format,
+                      'calibration': a.method if a.format.startswith('qdq') else (
+                          f'{len(calib)} {a.split} frames (static INT8 parts)' if calib
+                          else 'none'),
                       'float': 'fp16' if a.format.endswith('fp16') else 'fp32'}
     card.command = _command_line()
     card.metrics = {}   # the float model's; measure this one: vit-seg eval --model OUT --record
