@@ -12,7 +12,8 @@ runs U8S8 with the rescale fused, so this module writes that form itself:
   [0, 1] by construction), anything else asymmetric with a calibrated range;
 * the right operand ``B`` in int8, symmetric (zero point 0), calibrated;
 * ``QuantizeLinear`` -> ``MatMulIntegerToFloat`` in place of the MatMul. A multiplication by a
-  positive scalar constant in front of an operand (the exported attention's ``sqrt(scale)``) is
+  positive scalar in front of an operand (a constant, or computed from shapes only: the exported
+  attention's ``sqrt(scale)``) is
   folded into the quantization scale, and the layout operators in front of an operand (the
   head split's ``Squeeze``, ``k^T``'s ``Transpose``) move after the quantization: they move 8-bit
   integers instead of floats, and ONNX Runtime's QDQ propagation, which would otherwise push the
