@@ -337,7 +337,7 @@ def paired_gain(sess_a, sess_b, feed: dict, pairs: int = 25) -> tuple[float, flo
 
 
 def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val',
-                limit: int = 20, threads: int = 2, pairs: int = 25,
+                limit: int = 20, threads: int = 2, pairs: int = 60,
                 calibration: Optional[list[np.ndarray]] = None) -> dict:
     """Measure, per group, what INT8 costs in mIoU and what it saves in latency.
 
@@ -367,7 +367,7 @@ def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val
     def miou(path: Path) -> float:
         return evaluate_onnx(path, card, data, split, threads, limit)['miou']
     base_miou = miou(Path(fp32_path))
-    out = {'baseline': {'miou': base_miou, 'frames': limit}, 'groups': {}}
+    out = {'baseline': {'miou': base_miou, 'frames': limit}, 'groups': {}, 'pairs': pairs}
     with tempfile.TemporaryDirectory() as tmp:
         full = quantized(Path(tmp) / 'all.onnx', everything)
         full_sess = session(full, threads)

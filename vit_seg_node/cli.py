@@ -301,7 +301,8 @@ def cmd_sensitivity(a: argparse.Namespace) -> int:
 
     card = load_card(a.model)
     calib = frames_to_batches(spread_frames(a.data, a.calib_split, a.num_calib), card)
-    sens = sensitivity(a.model, card, a.data, a.split, a.limit, a.threads, calibration=calib)
+    sens = sensitivity(a.model, card, a.data, a.split, a.limit, a.threads, pairs=a.pairs,
+                       calibration=calib)
     sens['calibration'] = {'split': a.calib_split, 'frames': len(calib)}
     sens['plan'] = allocate(sens, a.budget)
     save_json(sens, a.json)
@@ -446,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--limit', type=int, default=20)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--budget', type=float, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
+    p.add_argument('--pairs', type=int, default=60,
+                   help='interleaved timing pairs per group (more: steadier savings)')
     p.add_argument('--calib-split', default='train',
                    help='frames that calibrate the static INT8 of attention products')
     p.add_argument('--num-calib', type=int, default=16)
