@@ -12,7 +12,7 @@ runs U8S8 with the rescale fused, so this module writes that form itself:
   [0, clip] with zero point 0, and the clip matters: the full [0, 1] range (scale 1/255) rounds
   every probability below 1/510 to zero, which erases diffuse attention (the decoder's, on this
   model); ``vit-seg sensitivity`` measured the softmax-times-V group at +0.31 points with the
-  fixed 1/255 scale and +0.09 with each layer's 99.99th-percentile clip;
+  fixed 1/255 scale and +0.09 with each layer's 99.99th-percentile clip (30 val frames);
 * the right operand ``B`` in int8, symmetric (zero point 0), calibrated;
 * ``QuantizeLinear`` -> ``MatMulIntegerToFloat`` in place of the MatMul. A multiplication by a
   positive scalar in front of an operand (a constant, or computed from shapes only: the exported
