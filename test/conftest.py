@@ -40,6 +40,25 @@ def tiny_model(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope='session')
+def tiny_neighbor():
+    """Return a tiny ViT segmenter with neighbour merge attached (seeded) and its card."""
+    import torch
+
+    from training.config import card_from_config, DEFAULTS, _merge
+    from training.models import create_model
+    from training.reduction.wiring import attach_reduction
+
+    torch.manual_seed(0)
+    model = create_model('segvit_test', num_classes=11, img_size=(64, 96)).eval()
+    attach_reduction(model, {'policy': 'neighbor', 'window_first': 0.5, 'ratio': 0.3,
+                             'locations': [1, 2]}, (64, 96))
+    card = card_from_config(_merge(DEFAULTS, {'model': {'name': 'segvit_test',
+                                                        'img_size': [64, 96]}}), 'nb')
+    card.reduction = model.reduction_card
+    return model, card
+
+
 def ros_domain(offset: int) -> int:
     """Return a ROS_DOMAIN_ID for one test module, away from 0 and from other runs."""
     return 30 + (os.getpid() + offset) % 70

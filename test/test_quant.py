@@ -180,25 +180,15 @@ def test_exported_int8_matches_pytorch_fakequant(tiny_model, camvid_mini, tmp_pa
         assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.97
 
 
-def test_float16_typed_qdq_for_strongly_typed_tensorrt(camvid_mini, tmp_path):
+def test_float16_typed_qdq_for_strongly_typed_tensorrt(tiny_neighbor, camvid_mini, tmp_path):
     """Q/DQ + FP16-typed blocks (opset 19); token scoring, I/O and TopK stay FP32; it runs."""
     import pytest
-    import torch
 
-    from training.config import card_from_config, DEFAULTS, _merge
     from training.export import export_onnx
-    from training.models import create_model
     from training.quant import to_float16
-    from training.reduction.wiring import attach_reduction
     from vit_seg_node.errors import UserError
 
-    torch.manual_seed(0)
-    model = create_model('segvit_test', num_classes=11, img_size=(64, 96)).eval()
-    attach_reduction(model, {'policy': 'neighbor', 'window_first': 0.5, 'ratio': 0.3,
-                             'locations': [1, 2]}, (64, 96))
-    card = card_from_config(_merge(DEFAULTS, {'model': {'name': 'segvit_test',
-                                                        'img_size': [64, 96]}}), 't16')
-    card.reduction = model.reduction_card
+    model, card = tiny_neighbor
     ds = SegmentationDataset(camvid_mini, 'train', cache=False)
     frames = [ds.load(i)[0] for i in range(3)]
     calib = frames_to_batches(frames, card)

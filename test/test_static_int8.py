@@ -56,18 +56,7 @@ def test_rewrite_folds_scale_and_transpose_and_stays_close(tmp_path):
     nodes = ['scores', 'values']
     tensors = calibration_tensors(fp32, nodes)
     assert {'p', 'v', 'c'} <= set(tensors)   # operands calibrated; the computed scale read too
-    # tensor_ranges feeds one input name; calibrate this three-input graph through a wrapper
-    calib = _feeds(0, 4)
-    ranges = {}
-    sess_model = onnx.load(str(fp32))
-    for t in tensors:
-        sess_model.graph.output.append(onnx.ValueInfoProto(name=t))
-    sess = ort.InferenceSession(sess_model.SerializeToString(),
-                                providers=['CPUExecutionProvider'])
-    for feed in calib:
-        for t, v in zip(tensors, sess.run(tensors, feed)):
-            lo, hi = ranges.get(t, (np.inf, -np.inf))
-            ranges[t] = (min(lo, float(v.min())), max(hi, float(v.max())))
+    ranges = tensor_ranges(fp32, tensors, _feeds(0, 4), input_name=None, percentile=100)
     out = quantize_activation_matmuls(fp32, tmp_path / 'q.onnx', nodes, ranges)
     g = onnx.load(str(out)).graph
     ops = [n.op_type for n in g.node]
@@ -160,25 +149,14 @@ def test_quantize_command_needs_frames_for_int8_attention(tiny_model, camvid_min
     assert ops.count('MatMulIntegerToFloat') == 4
 
 
-def test_reduced_model_uniform_int8_runs_close(camvid_mini, tmp_path):
+def test_reduced_model_uniform_int8_runs_close(tiny_neighbor, camvid_mini, tmp_path):
     """Neighbour merge: the token scoring's products and the biased attention go static too."""
-    import torch
-
-    from training.config import _merge, card_from_config, DEFAULTS
     from training.data import SegmentationDataset
     from training.export import export_onnx, frames_to_batches
-    from training.models import create_model
     from training.quant import node_groups, quantize_mixed, uniform_plan
-    from training.reduction.wiring import attach_reduction
     from vit_seg_node.runtime.backends import create_backend
 
-    torch.manual_seed(0)
-    model = create_model('segvit_test', num_classes=11, img_size=(64, 96)).eval()
-    attach_reduction(model, {'policy': 'neighbor', 'window_first': 0.5, 'ratio': 0.3,
-                             'locations': [1, 2]}, (64, 96))
-    card = card_from_config(_merge(DEFAULTS, {'model': {'name': 'segvit_test',
-                                                        'img_size': [64, 96]}}), 'nb')
-    card.reduction = model.reduction_card
+    model, card = tiny_neighbor
     frames = [SegmentationDataset(camvid_mini, 'train', cache=False).load(i)[0] for i in range(3)]
     fp32 = tmp_path / 'nb.onnx'
     export_onnx(model, card, fp32, frames[:1])

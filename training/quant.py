@@ -184,14 +184,15 @@ def activation_ranges(fp32_path: str | os.PathLike, nodes: Iterable[str],
 
 def quantize_mixed(fp32_path: str | os.PathLike, out_path: str | os.PathLike, plan: dict,
                    calibration: Optional[list[np.ndarray]] = None, input_name: str = 'image',
-                   ranges: Optional[dict] = None) -> Path:
+                   ranges: Optional[dict] = None, convs_model: Optional[Path] = None) -> Path:
     """Apply a precision plan in the CPU deployment form.
 
     Linear layers: dynamic INT8. The stem's convolutions, where the plan makes them INT8: static
     U8S8 Q/DQ (``QLinearConv`` chains; ``quantize_static_convs``). Attention's products and the
     token scoring: static U8S8 (``training.static_int8``). The static forms are calibrated on
     ``calibration`` batches (the products may instead take ``ranges`` from
-    ``activation_ranges``).
+    ``activation_ranges``, the stem a ``convs_model`` from ``quantize_static_convs`` on the
+    same file: calibrated once when many plans are built, as in ``sensitivity``).
     """
     from training.static_int8 import quantize_activation_matmuls
 
@@ -202,15 +203,15 @@ def quantize_mixed(fp32_path: str | os.PathLike, out_path: str | os.PathLike, pl
     products = [n for g, names in int8.items() if is_activation_group(g) for n in names]
     weights = [n for g, names in int8.items()
                if not is_activation_group(g) and g not in STATIC_CONV_GROUPS for n in names]
-    if (convs or (products and ranges is None)) and not calibration:
+    if ((convs and convs_model is None) or (products and ranges is None)) and not calibration:
         raise UserError('this precision plan makes calibrated operators INT8 (the stem, '
                         'attention\'s products or the token scoring): give calibration frames '
                         '(--calib DIR)')
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(fp32_path)
         if convs:
-            src = quantize_static_convs(src, Path(tmp) / 'convs.onnx', convs, calibration,
-                                        input_name)
+            src = convs_model or quantize_static_convs(src, Path(tmp) / 'convs.onnx', convs,
+                                                       calibration, input_name)
         if not products:
             return quantize_dynamic_int8(src, out_path, weights)
         if ranges is None:
@@ -232,6 +233,8 @@ def quantize_static_convs(fp32_path: str | os.PathLike, out_path: str | os.PathL
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, quantize_static,
                                           QuantType)
 
+    if not calibration:
+        raise UserError('static INT8 of the stem needs calibration frames')
     g = onnx.load(str(fp32_path), load_external_data=False).graph
     produced_by_conv = {n.output[0] for n in g.node if n.name in set(convs)}
     relus = [n.name for n in g.node if n.op_type == 'Relu' and n.input[0] in produced_by_conv]
@@ -360,15 +363,21 @@ def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val
         (1, 3, card.input_height, card.input_width)).astype(np.float32)}
     everything = {g: 'int8' for g in groups}
 
+    convs_model = None
+
     def quantized(path: Path, precisions: dict) -> Path:
         return quantize_mixed(fp32_path, path, {'default': 'fp32', 'groups': precisions},
-                              calibration, card.input_name, ranges)
+                              calibration, card.input_name, ranges, convs_model)
 
     def miou(path: Path) -> float:
         return evaluate_onnx(path, card, data, split, threads, limit)['miou']
     base_miou = miou(Path(fp32_path))
     out = {'baseline': {'miou': base_miou, 'frames': limit}, 'groups': {}, 'pairs': pairs}
     with tempfile.TemporaryDirectory() as tmp:
+        convs = [n for g in STATIC_CONV_GROUPS for n in groups.get(g, [])]
+        if convs:   # the stem's static form, calibrated once for every plan below
+            convs_model = quantize_static_convs(fp32_path, Path(tmp) / 'convs.onnx', convs,
+                                                calibration or [], card.input_name)
         full = quantized(Path(tmp) / 'all.onnx', everything)
         full_sess = session(full, threads)
         gain, noise = paired_gain(full_sess, session(fp32_path, threads), feed, pairs)

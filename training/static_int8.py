@@ -124,9 +124,12 @@ def calibration_tensors(model_path: str | os.PathLike, nodes: Iterable[str]) -> 
 
 
 def tensor_ranges(model_path: str | os.PathLike, tensors: list[str],
-                  batches: list[np.ndarray], input_name: str,
+                  batches: list, input_name: Optional[str],
                   percentile: float = 99.99) -> dict[str, tuple[float, float]]:
-    """Return ``tensor -> (low, high)`` over calibration batches (percentile-clipped)."""
+    """Return ``tensor -> (low, high)`` over calibration batches (percentile-clipped).
+
+    ``batches``: arrays fed as ``input_name``, or complete feed dicts (``input_name`` None).
+    """
     import onnx
     import onnxruntime as ort
 
@@ -143,7 +146,8 @@ def tensor_ranges(model_path: str | os.PathLike, tensors: list[str],
                                 providers=['CPUExecutionProvider'])
     ranges = {t: [np.inf, -np.inf] for t in tensors}
     for batch in batches:
-        for t, v in zip(tensors, sess.run(tensors, {input_name: batch})):
+        feed = batch if isinstance(batch, dict) else {input_name: batch}
+        for t, v in zip(tensors, sess.run(tensors, feed)):
             lo, hi = (np.percentile(v, [100.0 - percentile, percentile])
                       if percentile < 100 and v.size > 1 else (v.min(), v.max()))
             ranges[t][0] = min(ranges[t][0], float(lo))
