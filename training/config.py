@@ -27,7 +27,9 @@ DEFAULTS: dict[str, Any] = {
              'ignore_index': CAMVID_IGNORE_INDEX, 'mean': [0.485, 0.456, 0.406],
              'std': [0.229, 0.224, 0.225], 'scale_range': [0.5, 2.0], 'jitter': 0.3,
              'class_weights': 'median_frequency', 'max_class_weight': 10.0, 'cache': True,
-             'stretch': False},
+             'stretch': False,
+             # training crop (H, W); null: the model's img_size
+             'crop': None},
     'train': {'epochs': 100, 'batch_size': 8, 'lr': 5.0e-4, 'min_lr': 1.0e-6,
               'weight_decay': 0.05, 'warmup_steps': 200, 'schedule': 'cosine',
               'grad_clip': 1.0, 'eval_every': 5, 'checkpoint_every': 100, 'num_workers': 2,

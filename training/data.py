@@ -37,13 +37,51 @@ def _images_in(folder: Path) -> dict[str, Path]:
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
+# The sequence-held-out protocol on CamVid: every frame of drive 0006R0 is held out (never trained
+# on, used for selection and every accuracy figure); `fit` is the rest of `train`. `val` (drive
+# 0016E5, which also gives 204 training frames) only measures a street the model has seen.
+SPLIT_ALIASES = {'heldout': 'train:0006R0', 'fit': 'train:!0006R0', 'all': 'train+val'}
+
+
+def sequence_of(name: str) -> str:
+    """Return the sequence (drive) of a frame file name: the part before the first ``_``."""
+    return name.split('_', 1)[0]
+
+
 def find_split(root: str | os.PathLike, split: str) -> list[Sample]:
     """Return the frame/label pairs of ``split`` under ``root``, sorted by file name.
 
-    Raises DatasetError for a missing directory, an empty split, or frames and labels whose names
-    do not match one to one.
+    ``split`` is a folder name, an alias (``SPLIT_ALIASES``, used when no folder of that name
+    exists), a union ``a+b``, or a folder restricted to sequences: ``train:0006R0`` keeps the
+    frames whose name starts with ``0006R0_``, ``train:!0006R0`` drops them (comma-separated
+    lists allowed). Raises DatasetError for a missing directory, an empty selection, or frames and
+    labels whose names do not match one to one.
     """
     root = Path(root)
+    if split in SPLIT_ALIASES and not (root / split).is_dir():
+        split = SPLIT_ALIASES[split]
+    if '+' in split or ':' in split:
+        samples = sorted({s for part in split.split('+') for s in _select(root, part)},
+                         key=lambda s: s.image.name)
+        if not samples:
+            raise DatasetError(f'split {split!r} under {root} selects no frames')
+        return samples
+    return _folder_split(root, split)
+
+
+def _select(root: Path, part: str) -> list[Sample]:
+    folder, _, selector = part.partition(':')
+    samples = _folder_split(root, folder)
+    if not selector:
+        return samples
+    exclude = selector.startswith('!')
+    wanted = {q for q in selector.lstrip('!').split(',') if q}
+    if not wanted:
+        raise DatasetError(f'split {part!r}: name at least one sequence after ":"')
+    return [s for s in samples if (sequence_of(s.image.stem) in wanted) != exclude]
+
+
+def _folder_split(root: Path, split: str) -> list[Sample]:
     if not root.is_dir():
         raise DatasetError(f'dataset directory not found: {root}')
     candidates = [(root / split, root / f'{split}annot'),

@@ -166,10 +166,10 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
 
     d = cfg['data']
     card = card_from_config(cfg, name=Path(cfg['output_dir']).name)
-    transform = TrainTransform(crop=cfg['model']['img_size'], mean=d['mean'], std=d['std'],
-                               ignore_index=d['ignore_index'], seed=cfg['seed'],
+    transform = TrainTransform(crop=d.get('crop') or cfg['model']['img_size'], mean=d['mean'],
+                               std=d['std'], ignore_index=d['ignore_index'], seed=cfg['seed'],
                                scale_range=d['scale_range'], jitter=d['jitter'],
-                               stretch=d.get('stretch', False))
+                               stretch=d.get('stretch', False), size=cfg['model']['img_size'])
     train_set = SegmentationDataset(d['root'], d['train_split'], transform, cache=d['cache'])
     val_set = SegmentationDataset(d['root'], d['val_split'], None, cache=d['cache'])
     if not cfg.get('resolved'):

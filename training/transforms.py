@@ -17,8 +17,8 @@ from vit_seg_node.runtime.processing import normalize, resize_to_input
 class TrainTransform:
     """Random scale, crop, horizontal flip and photometric jitter, then normalisation.
 
-    The image is first brought to the network's scale (``crop`` is the network input size):
-    aspect-preserving by default, or stretched exactly as the deployed pre-processing does
+    The image is first brought to the network's scale (``size``, the network input size; the
+    crop size by default, smaller crops suit size-agnostic CNNs): aspect-preserving by default, or stretched exactly as the deployed pre-processing does
     (``stretch``); then scaled by a factor in ``scale_range``, cropped (padded with
     ``ignore_index`` when smaller) and flipped. The random draws depend only on
     ``(seed, epoch, index)``.
@@ -33,18 +33,20 @@ class TrainTransform:
     flip: bool = True
     jitter: float = 0.3
     stretch: bool = False
+    size: Sequence[int] | None = None
 
     def __call__(self, image: np.ndarray, label: np.ndarray, epoch: int = 0,
                  index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Return a normalised CHW float tensor and an HW int64 label tensor."""
         rng = np.random.default_rng([self.seed, epoch, index])
         ch, cw = self.crop
+        th, tw = self.size or self.crop
         h, w = label.shape
         s = rng.uniform(*self.scale_range)
         if self.stretch:   # the deployment geometry (card resize 'stretch'): per-axis base scale
-            nh, nw = max(1, round(ch * s)), max(1, round(cw * s))
+            nh, nw = max(1, round(th * s)), max(1, round(tw * s))
         else:
-            base = min(ch / h, cw / w) if (h, w) != (ch, cw) else 1.0
+            base = min(th / h, tw / w) if (h, w) != (th, tw) else 1.0
             nh, nw = max(1, round(h * base * s)), max(1, round(w * base * s))
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)

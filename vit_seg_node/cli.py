@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--checkpoint', help='training weights (config.yaml beside them)')
     g.add_argument('--model', help='exported model with card; default: the shipped model')
     p.add_argument('--data', required=True, help='dataset root (SegNet or images/masks layout)')
-    p.add_argument('--split', default='val', choices=['train', 'val', 'test'])
+    p.add_argument('--split', default='val',
+                   help='split: a folder, heldout | fit | all, or train:SEQ[,SEQ] / train:!SEQ')
     p.add_argument('--json', help='write the report here')
     p.add_argument('--backend', default='auto')
     p.add_argument('--threads', type=int, default=0)
