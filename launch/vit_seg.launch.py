@@ -1,7 +1,8 @@
 """Launch vit_seg_node with its parameter file, a camera topic, a model and a backend.
 
 Example: ``ros2 launch vit_seg_node vit_seg.launch.py camera:=/camera/image_raw
-model:=/path/model.onnx backend:=onnxruntime namespace:=front``
+model:=/path/model.onnx backend:=onnxruntime namespace:=front`` (an empty model: the shipped
+default).
 """
 
 import os
@@ -9,28 +10,18 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition, UnlessCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 
 def generate_launch_description():
     share = get_package_share_directory('vit_seg_node')
-    default_params = os.path.join(share, 'config', 'vit_seg.yaml')
     camera = LaunchConfiguration('camera')
-    model = LaunchConfiguration('model')
     overrides = {'backend': LaunchConfiguration('backend'),
-                 'input_transport': LaunchConfiguration('input_transport')}
+                 'input_transport': LaunchConfiguration('input_transport'),
+                 'model_path': LaunchConfiguration('model')}
     remaps = [('image', camera), ('image/compressed', [camera, '/compressed']),
               ('camera_info', LaunchConfiguration('camera_info'))]
-    has_model = PythonExpression(["'", model, "' != ''"])
-
-    def node(condition, params):
-        return Node(package='vit_seg_node', executable='vit_seg_node', name='vit_seg_node',
-                    namespace=LaunchConfiguration('namespace'), output='screen',
-                    parameters=[LaunchConfiguration('params_file'), params],
-                    remappings=remaps, condition=condition)
-
     return LaunchDescription([
         DeclareLaunchArgument('camera', default_value='/camera/image_raw',
                               description='image topic (compressed: <camera>/compressed)'),
@@ -41,8 +32,11 @@ def generate_launch_description():
                               description='auto | tensorrt | onnxruntime | torch'),
         DeclareLaunchArgument('input_transport', default_value='raw',
                               description='raw | compressed'),
-        DeclareLaunchArgument('params_file', default_value=default_params),
+        DeclareLaunchArgument('params_file',
+                              default_value=os.path.join(share, 'config', 'vit_seg.yaml')),
         DeclareLaunchArgument('namespace', default_value=''),
-        node(IfCondition(has_model), {**overrides, 'model_path': model}),
-        node(UnlessCondition(has_model), overrides),
+        Node(package='vit_seg_node', executable='vit_seg_node', name='vit_seg_node',
+             namespace=LaunchConfiguration('namespace'), output='screen',
+             parameters=[LaunchConfiguration('params_file'), overrides],
+             remappings=remaps),
     ])

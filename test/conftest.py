@@ -24,10 +24,10 @@ def tiny_model(tmp_path_factory) -> Path:
     """Export a tiny ViT segmenter (random weights, seeded) to ONNX with its card."""
     import torch
 
-    from training.config import card_from_config, DEFAULTS, _merge
-    from training.data import SegmentationDataset
-    from training.export import export_onnx
-    from training.models import create_model
+    from vit_seg_train.config import card_from_config, DEFAULTS, _merge
+    from vit_seg_node.core.datasets import SegmentationDataset
+    from vit_seg_optimize.export import export_onnx
+    from vit_seg_train.models import create_model
 
     torch.manual_seed(0)
     cfg = _merge(DEFAULTS, {'model': {'name': 'segvit_test', 'img_size': [64, 96],
@@ -45,9 +45,9 @@ def tiny_neighbor():
     """Return a tiny ViT segmenter with neighbour merge attached (seeded) and its card."""
     import torch
 
-    from training.config import card_from_config, DEFAULTS, _merge
-    from training.models import create_model
-    from training.reduction.wiring import attach_reduction
+    from vit_seg_train.config import card_from_config, DEFAULTS, _merge
+    from vit_seg_train.models import create_model
+    from vit_seg_train.reduction.wiring import attach_reduction
 
     torch.manual_seed(0)
     model = create_model('segvit_test', num_classes=11, img_size=(64, 96)).eval()

@@ -1,116 +1,28 @@
-"""Helpers for tests that talk to a real vit_seg_node process over Fast DDS."""
+"""Test helpers over the package's own rclpy harness (``vit_seg_node.eval.harness``)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
-import signal
-import subprocess
-import sys
-import threading
-import time
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-NODE_EXE = str(Path(sys.executable).parent / 'vit_seg_node')
+from vit_seg_node.eval.harness import node_executable, NodeProcess, Probe, wait_for  # noqa: F401
+
+NODE_EXE = node_executable()
 
 
 @contextlib.contextmanager
-def node_process(domain: int, params: dict, args: Optional[list[str]] = None,
-                 log: Optional[Path] = None, ready_timeout: float = 90.0) -> Iterator:
-    """Start vit_seg_node in its own process on ``domain``; stop it (SIGINT, then kill) after."""
-    cmd = [NODE_EXE, '--ros-args']
-    for k, v in params.items():
-        cmd += ['-p', f'{k}:={v}']
-    cmd += args or []
-    env = {**os.environ, 'ROS_DOMAIN_ID': str(domain), 'PYTHONUNBUFFERED': '1',
-           'RCUTILS_LOGGING_BUFFERED_STREAM': '0'}
-    lines: list[str] = []
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-    def reader() -> None:
-        for line in proc.stdout:
-            lines.append(line)
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    proc.lines = lines
+def node_process(probe: Probe, domain: int, params: dict,
+                 args: Optional[list[str]] = None) -> Iterator[NodeProcess]:
+    """Start vit_seg_node on ``domain``, ready once ``probe`` sees its diagnostics; stop after."""
+    node = NodeProcess(domain, params, args)
     try:
-        deadline = time.time() + ready_timeout
-        while time.time() < deadline and proc.poll() is None:
-            if any('ready:' in ln for ln in lines):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError('node did not start:\n' + ''.join(lines))
-        yield proc
+        node.wait_ready(probe, timeout=90)
+        yield node
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        t.join(2)
-        if log is not None:
-            log.write_text(''.join(lines))
-
-
-class Probe:
-    """A test-side rclpy node in its own context, spun on a background thread."""
-
-    def __init__(self, domain: int, name: str = 'probe') -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # context shut down under us
-                return
-
-    def collect(self, msg_type, topic: str, qos=qos_profile_sensor_data) -> list:
-        """Subscribe and return the list that received messages are appended to."""
-        received: list = []
-
-        def cb(msg) -> None:
-            received.append((time.time(), msg))
-        self.node.create_subscription(msg_type, topic, cb, qos)
-        return received
-
-    def publisher(self, msg_type, topic: str, qos=qos_profile_sensor_data):
-        """Create a publisher."""
-        return self.node.create_publisher(msg_type, topic, qos)
-
-    def close(self) -> None:
-        """Shut the context down and join the spinner."""
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self._thread.join(2)
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 30.0, step: float = 0.02) -> bool:
-    """Poll ``pred`` until true or ``timeout``; return its last value."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
+        node.stop()
 
 
 def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = 'camera',

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import ros_domain
-from vit_seg_node.bags.make_bag import GT_TOPIC, IMAGE_TOPIC, make_bag, typestore
-from vit_seg_node.bags.replay import replay, scan_bag, stamp_ns
+from vit_seg_node.eval.make_bag import GT_TOPIC, IMAGE_TOPIC, make_bag, typestore
+from vit_seg_node.eval.replay import replay, scan_bag, stamp_ns
 
 DOMAIN = ros_domain(23)
 VIT_SEG = [sys.executable, '-m', 'vit_seg_node.cli']

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 import yaml
 
-from vit_seg_node.runtime.card import (CAMVID_CLASSES, CAMVID_PALETTE, card_path_for, load_card,
-                                       ModelCard, ModelCardError, save_card)
-from vit_seg_node.runtime.processing import (colorize, fit_geometry, overlay, postprocess,
-                                             preprocess)
+from vit_seg_node.core.card import (CAMVID_CLASSES, CAMVID_PALETTE, card_path_for, load_card,
+                                    ModelCard, ModelCardError, save_card)
+from vit_seg_node.core.processing import (colorize, fit_geometry, overlay, postprocess, preprocess)
 
 
 def make_card(**kw):

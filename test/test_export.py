@@ -1,11 +1,11 @@
 import onnx
 import torch
 
-from training.data import SegmentationDataset
-from training.export import graph_problems, relative_error
-from vit_seg_node.runtime.backends import create_backend
-from vit_seg_node.runtime.card import load_card
-from vit_seg_node.runtime.processing import normalize, resize_to_input
+from vit_seg_node.core.datasets import SegmentationDataset
+from vit_seg_optimize.export import graph_problems, relative_error
+from vit_seg_node.backends.base import create_backend
+from vit_seg_node.core.card import load_card
+from vit_seg_node.core.processing import normalize, resize_to_input
 
 
 def test_exported_graph_is_static_and_control_flow_free(tiny_model):
@@ -17,7 +17,7 @@ def test_exported_graph_is_static_and_control_flow_free(tiny_model):
 
 
 def test_onnxruntime_matches_pytorch_on_real_frames(tiny_model, camvid_mini):
-    from training.models import create_model
+    from vit_seg_train.models import create_model
 
     torch.manual_seed(0)  # the fixture's seed: same weights
     model = create_model('segvit_test', num_classes=11, img_size=(64, 96),

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data import SegmentationDataset
-from vit_seg_node.runtime.backends import BackendError, create_backend, resolve_backend_name
-from vit_seg_node.runtime.card import card_path_for, load_card
-from vit_seg_node.runtime.pipeline import SegmentationPipeline
+from vit_seg_node.core.datasets import SegmentationDataset
+from vit_seg_node.backends.base import BackendError, create_backend, resolve_backend_name
+from vit_seg_node.core.card import card_path_for, load_card
+from vit_seg_node.pipeline import SegmentationPipeline
 
 VIT_SEG = [sys.executable, '-m', 'vit_seg_node.cli']
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ['vit_seg_node', 'training', 'test', 'launch', 'setup.py']
+TARGETS = ['vit_seg_node', 'training', 'experiments', 'test', 'launch', 'setup.py']
 
 
 def test_flake8_and_pep257():

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from vit_seg_node.runtime.metrics import ConfusionMatrix
+from vit_seg_node.core.metrics import ConfusionMatrix
 
 
 def test_miou_matches_hand_computed_matrix():

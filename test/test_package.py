@@ -1,6 +1,7 @@
 """The ROS package: a real colcon build, the launch file, the parameter file."""
 
 import ast
+import json
 import os
 from pathlib import Path
 import shutil
@@ -9,6 +10,8 @@ import sys
 import xml.etree.ElementTree as ET
 
 import yaml
+
+from conftest import ros_domain
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -20,13 +23,39 @@ def repo_files() -> list[str]:
     return [f for f in r.stdout.splitlines() if (ROOT / f).is_file()]
 
 
-def test_colcon_build_installs_executables_and_share(tmp_path):
-    pkg = tmp_path / 'ws' / 'src' / 'vit_seg_node'
+SHIPPED = ('data/models/default.onnx', 'data/models/default.card.yaml', 'data/models/fast.onnx',
+           'data/models/fast.card.yaml', 'data/bags/camvid_val_sample/metadata.yaml',
+           'data/bags/camvid_val_sample/camvid_val_sample.mcap')
+
+
+def copy_source(dest: Path) -> Path:
+    """Copy the package's tracked and new files (not the test data) to ``dest``."""
     for f in repo_files():
         if f.startswith('test/data/'):
             continue
-        (pkg / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, pkg / f)
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dest / f)
+    return dest
+
+
+def run_demo(site: Path, tmp_path: Path, domain: int) -> None:
+    """Run ``vit-seg demo`` on 3 frames with only ``site`` providing the package; check it."""
+    env = {**os.environ, 'PYTHONPATH': str(site)}
+    where = 'import vit_seg_node; print(vit_seg_node.__file__)'
+    probe = subprocess.run([sys.executable, '-c', where], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.startswith(str(site)), probe.stdout   # the installed copy, not the repo
+    out = tmp_path / 'demo'
+    r = subprocess.run([sys.executable, '-m', 'vit_seg_node.cli', 'demo', '--limit', '3',
+                        '--out', str(out), '--domain-id', str(domain)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads((out / 'replay.json').read_text())
+    assert report['answered'] == 3 and report['scored_frames'] == 3
+
+
+def test_colcon_build_installs_executables_share_models_and_bag(tmp_path):
+    copy_source(tmp_path / 'ws' / 'src' / 'vit_seg_node')
     env = {**os.environ, 'PATH': f'{BIN}{os.pathsep}{os.environ["PATH"]}'}
     r = subprocess.run([str(BIN / 'colcon'), 'build', '--event-handlers', 'console_direct-'],
                        cwd=tmp_path / 'ws', env=env, capture_output=True, text=True, timeout=300)
@@ -35,10 +64,29 @@ def test_colcon_build_installs_executables_and_share(tmp_path):
     for exe in ('lib/vit_seg_node/vit_seg_node', 'lib/vit_seg_node/vit-seg'):
         assert os.access(inst / exe, os.X_OK), exe
     share = inst / 'share' / 'vit_seg_node'
-    for f in ('package.xml', 'launch/vit_seg.launch.py', 'config/vit_seg.yaml',
-              'models/default.onnx', 'models/default.card.yaml'):
+    for f in ('package.xml', 'launch/vit_seg.launch.py', 'config/vit_seg.yaml'):
         assert (share / f).is_file(), f
     assert (inst / 'share/ament_index/resource_index/packages/vit_seg_node').is_file()
+    site = next((inst / 'lib').glob('python3*/site-packages'))
+    for f in SHIPPED:   # installed once, as package data
+        assert (site / 'vit_seg_node' / f).is_file(), f
+    assert not (share / 'models').exists()
+    run_demo(site, tmp_path, ros_domain(11))
+
+
+def test_pip_install_non_editable_ships_models_and_bag(tmp_path):
+    src = copy_source(tmp_path / 'src')
+    site = tmp_path / 'site'
+    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
+                        '--no-build-isolation', '--target', str(site), str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for f in SHIPPED:
+        assert (site / 'vit_seg_node' / f).is_file(), f
+    for pkg in ('vit_seg_train', 'vit_seg_optimize'):
+        assert (site / pkg / '__init__.py').is_file(), pkg
+    assert not (site / 'training').exists()   # no top-level package named `training`
+    run_demo(site, tmp_path, ros_domain(12))
 
 
 def test_package_xml_declares_dependencies():
@@ -80,6 +128,6 @@ def test_config_documents_every_parameter():
     assert set(params) == set(PARAMETERS)
     for name, value in params.items():
         assert validate_parameter(name, value) is None, name
-        assert type(value) is type(PARAMETERS[name][0]), name
+        assert type(value) is type(PARAMETERS[name].default), name
         before = text.split(f'    {name}:')[0].rstrip().splitlines()[-1]
         assert before.strip().startswith('#'), f'{name} has no comment'

@@ -3,11 +3,12 @@
 import numpy as np
 import onnx
 
-from training.export import frames_to_batches
-from training.quant import allocate, node_groups, plan_fp32_nodes, quantize_mixed, quantize_qdq
-from training.data import SegmentationDataset
-from vit_seg_node.runtime.backends import create_backend
-from vit_seg_node.runtime.card import load_card
+from vit_seg_optimize.export import frames_to_batches
+from vit_seg_optimize.quant import (allocate, node_groups, plan_fp32_nodes, quantize_mixed,
+                                    quantize_qdq)
+from vit_seg_node.core.datasets import SegmentationDataset
+from vit_seg_node.backends.base import create_backend
+from vit_seg_node.core.card import load_card
 
 
 def test_groups_cover_blocks_and_decoder(tiny_model):
@@ -25,8 +26,8 @@ def test_groups_cover_blocks_and_decoder(tiny_model):
 def test_plan_keys_name_groups_or_their_parents(tiny_model):
     import pytest
 
-    from training.quant import group_precisions
-    from vit_seg_node.errors import UserError
+    from vit_seg_optimize.quant import group_precisions
+    from vit_seg_node.core.errors import UserError
 
     prec = group_precisions(tiny_model, {'default': 'int8', 'groups': {
         'attention': 'int8', 'attention.scores': 'fp32', 'encoder.blocks': 'fp32'}})
@@ -40,7 +41,7 @@ def test_plan_keys_name_groups_or_their_parents(tiny_model):
 def test_plan_decides_which_operators_are_int8(tiny_model, camvid_mini, tmp_path):
     import pytest
 
-    from vit_seg_node.errors import UserError
+    from vit_seg_node.core.errors import UserError
 
     def quantized(path):
         """Return the INT8 forms in a model: dynamic MatMuls, static products, Q/DQ convs."""
@@ -126,7 +127,7 @@ def test_allocation_respects_budget():
 def _tiny_torch_model():
     import torch
 
-    from training.models import create_model
+    from vit_seg_train.models import create_model
 
     torch.manual_seed(0)   # the tiny_model fixture's seed: the same weights
     return create_model('segvit_test', num_classes=11, img_size=(64, 96), decoder='linear').eval()
@@ -137,8 +138,8 @@ def test_fakequant_16bit_matches_fp32(camvid_mini):
 
     import torch
 
-    from training.fakequant import calibrate, quantize_model
-    from vit_seg_node.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+    from vit_seg_train.fakequant import calibrate, quantize_model
+    from vit_seg_node.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 
     model = _tiny_torch_model()
     card = ModelCard(name='t', input_height=64, input_width=96, classes=CAMVID_CLASSES,
@@ -159,7 +160,7 @@ def test_exported_int8_matches_pytorch_fakequant(tiny_model, camvid_mini, tmp_pa
 
     import torch
 
-    from training.fakequant import calibrate, quantize_model
+    from vit_seg_train.fakequant import calibrate, quantize_model
 
     model = _tiny_torch_model()
     card = load_card(tiny_model)
@@ -184,9 +185,9 @@ def test_float16_typed_qdq_for_strongly_typed_tensorrt(tiny_neighbor, camvid_min
     """Q/DQ + FP16-typed blocks (opset 19); token scoring, I/O and TopK stay FP32; it runs."""
     import pytest
 
-    from training.export import export_onnx
-    from training.quant import to_float16
-    from vit_seg_node.errors import UserError
+    from vit_seg_optimize.export import export_onnx
+    from vit_seg_optimize.quant import to_float16
+    from vit_seg_node.core.errors import UserError
 
     model, card = tiny_neighbor
     ds = SegmentationDataset(camvid_mini, 'train', cache=False)
@@ -218,7 +219,7 @@ def test_float16_typed_qdq_for_strongly_typed_tensorrt(tiny_neighbor, camvid_min
 def test_sensitivity_report_drives_the_quantize_command(tiny_model, camvid_mini, tmp_path):
     import json
 
-    from training.quant import sensitivity
+    from vit_seg_optimize.quant import sensitivity
     from vit_seg_node.cli import main
 
     card = load_card(tiny_model)
@@ -257,7 +258,7 @@ def test_quantized_card_drops_float_metrics_until_eval_records(tiny_model, camvi
 
 
 def test_label_agreement_tool(tiny_model, camvid_mini, tmp_path):
-    from training.tools.label_agreement import agreement
+    from vit_seg_optimize.agreement import agreement
 
     q = quantize_mixed(tiny_model, tmp_path / 'q.onnx', {'default': 'int8'})
     import shutil
@@ -267,7 +268,7 @@ def test_label_agreement_tool(tiny_model, camvid_mini, tmp_path):
 
 
 def test_ort_profile_attributes_kernel_time(tiny_model):
-    from training.tools.ort_profile import profile, scope_of
+    from vit_seg_optimize.profile import profile, scope_of
 
     rep = profile(str(tiny_model), runs=3, threads=1, warmup=1)
     assert rep['wall_ms'] > 0 and rep['kernel_ms'] > 0

@@ -7,14 +7,14 @@ import onnx
 import pytest
 import torch
 
-from training.config import card_from_config, DEFAULTS, _merge
-from training.data import SegmentationDataset
-from training.export import export_onnx, graph_problems
-from training.flops import analytic_vit_macs, count_macs
-from training.models import create_model
-from training.reduction import ops
-from training.reduction.policies import make_policy, token_counts
-from training.reduction.wiring import attach_reduction
+from vit_seg_train.config import card_from_config, DEFAULTS, _merge
+from vit_seg_node.core.datasets import SegmentationDataset
+from vit_seg_optimize.export import export_onnx, graph_problems
+from vit_seg_optimize.flops import analytic_vit_macs, count_macs
+from vit_seg_train.models import create_model
+from vit_seg_train.reduction import ops
+from vit_seg_train.reduction.policies import make_policy, token_counts
+from vit_seg_train.reduction.wiring import attach_reduction
 
 IMG = (64, 96)   # 4 x 6 token grid for the 4-block test variant
 POLICIES = {
@@ -43,7 +43,7 @@ def test_zero_budget_equals_unpruned_model_exactly(policy):
 
 
 def test_wiring_without_steps_is_timms_forward_features():
-    from training.reduction.wiring import TokenReduction
+    from vit_seg_train.reduction.wiring import TokenReduction
 
     model = tiny()
     x = torch.randn(1, 3, *IMG)

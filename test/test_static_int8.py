@@ -6,9 +6,9 @@ from onnx import helper, numpy_helper, TensorProto
 import onnxruntime as ort
 import pytest
 
-from training.static_int8 import (calibration_tensors, quantize_activation_matmuls,
-                                  tensor_ranges)
-from vit_seg_node.errors import UserError
+from vit_seg_optimize.static_int8 import (calibration_tensors, quantize_activation_matmuls,
+                                          tensor_ranges)
+from vit_seg_node.core.errors import UserError
 
 SHAPE = [1, 3, 40, 16]
 
@@ -71,10 +71,10 @@ def test_rewrite_folds_scale_and_transpose_and_stays_close(tmp_path):
 
 
 def test_tensor_ranges_clip_with_a_percentile(tiny_model, camvid_mini):
-    from training.data import SegmentationDataset
-    from training.export import frames_to_batches
-    from training.quant import node_groups
-    from vit_seg_node.runtime.card import load_card
+    from vit_seg_node.core.datasets import SegmentationDataset
+    from vit_seg_optimize.export import frames_to_batches
+    from vit_seg_optimize.quant import node_groups
+    from vit_seg_node.core.card import load_card
 
     card = load_card(tiny_model)
     batch = frames_to_batches([SegmentationDataset(camvid_mini, 'train', cache=False)
@@ -92,11 +92,11 @@ def test_tensor_ranges_clip_with_a_percentile(tiny_model, camvid_mini):
 
 def test_tiny_model_attention_int8_stays_close(tiny_model, camvid_mini, tmp_path):
     """Tolerance: relative logit error < 0.05, labels agree on > 97 % of the pixels."""
-    from training.data import SegmentationDataset
-    from training.export import frames_to_batches
-    from training.quant import quantize_mixed
-    from vit_seg_node.runtime.backends import create_backend
-    from vit_seg_node.runtime.card import load_card
+    from vit_seg_node.core.datasets import SegmentationDataset
+    from vit_seg_optimize.export import frames_to_batches
+    from vit_seg_optimize.quant import quantize_mixed
+    from vit_seg_node.backends.base import create_backend
+    from vit_seg_node.core.card import load_card
 
     card = load_card(tiny_model)
     train = SegmentationDataset(camvid_mini, 'train', cache=False)
@@ -115,7 +115,7 @@ def test_tiny_model_attention_int8_stays_close(tiny_model, camvid_mini, tmp_path
 
 
 def test_weight_matmul_is_refused(tiny_model, tmp_path):
-    from training.quant import node_groups
+    from vit_seg_optimize.quant import node_groups
 
     linear = node_groups(tiny_model)['encoder.blocks.00'][0]
     with pytest.raises(UserError, match='two activations'):
@@ -123,7 +123,7 @@ def test_weight_matmul_is_refused(tiny_model, tmp_path):
 
 
 def test_matmul_kinds_tool_times_every_form():
-    from training.tools.matmul_kinds import KINDS, measure
+    from experiments.matmul_kinds import KINDS, measure
 
     rep = measure(tokens=32, threads=1, rounds=2, burst=2)
     assert set(rep['kinds']) == set(KINDS)
@@ -134,7 +134,7 @@ def test_quantize_command_needs_frames_for_int8_attention(tiny_model, camvid_min
     import json
 
     from vit_seg_node.cli import main
-    from vit_seg_node.runtime.card import load_card
+    from vit_seg_node.core.card import load_card
 
     plan = tmp_path / 'plan.json'
     plan.write_text(json.dumps({'default': 'int8', 'groups': {'attention.values': 'int8'}}))
@@ -151,10 +151,10 @@ def test_quantize_command_needs_frames_for_int8_attention(tiny_model, camvid_min
 
 def test_reduced_model_uniform_int8_runs_close(tiny_neighbor, camvid_mini, tmp_path):
     """Neighbour merge: the token scoring's products and the biased attention go static too."""
-    from training.data import SegmentationDataset
-    from training.export import export_onnx, frames_to_batches
-    from training.quant import node_groups, quantize_mixed, uniform_plan
-    from vit_seg_node.runtime.backends import create_backend
+    from vit_seg_node.core.datasets import SegmentationDataset
+    from vit_seg_optimize.export import export_onnx, frames_to_batches
+    from vit_seg_optimize.quant import node_groups, quantize_mixed, uniform_plan
+    from vit_seg_node.backends.base import create_backend
 
     model, card = tiny_neighbor
     frames = [SegmentationDataset(camvid_mini, 'train', cache=False).load(i)[0] for i in range(3)]

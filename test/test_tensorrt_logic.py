@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from vit_seg_node.runtime.backends import BackendError, create_backend
-from vit_seg_node.runtime.backends.tensorrt_backend import (check_io, engine_cache_key,
-                                                            engine_cache_path, TensorSpec)
-from vit_seg_node.runtime.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
+from vit_seg_node.backends.base import BackendError, create_backend
+from vit_seg_node.backends.tensorrt_backend import (check_io, engine_cache_key, engine_cache_path,
+                                                    TensorSpec)
+from vit_seg_node.core.card import CAMVID_CLASSES, CAMVID_PALETTE, ModelCard
 
 
 def card():

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from training.config import load_config
-from training.data import DatasetError, find_split, SegmentationDataset
-from training.train import epoch_batches, train
-from training.transforms import TrainTransform
+from vit_seg_train.config import load_config
+from vit_seg_node.core.datasets import DatasetError, find_split, SegmentationDataset
+from vit_seg_train.train import epoch_batches, train
+from vit_seg_train.transforms import TrainTransform
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / 'training' / 'configs' / 'test_tiny.yaml'
@@ -52,7 +52,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
     train(str(tiny_config(ref_dir, **overrides)))
     cfg = tiny_config(kill_dir, **overrides)
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
-    cmd = [sys.executable, '-m', 'training.train', '--config', str(cfg)]
+    cmd = [sys.executable, '-m', 'vit_seg_train.train', '--config', str(cfg)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     last = kill_dir / 'run' / 'last.pt'
@@ -118,7 +118,7 @@ def test_distributed_data_parallel_with_torchrun(tmp_path):
     cfg = tiny_config(tmp_path, max_steps=4)
     torchrun = Path(sys.executable).parent / 'torchrun'
     r = subprocess.run([str(torchrun), '--standalone', '--nproc_per_node', '2', '-m',
-                        'training.train', '--config', str(cfg)], cwd=ROOT,
+                        'vit_seg_train.train', '--config', str(cfg)], cwd=ROOT,
                        env={**os.environ, 'PYTHONPATH': str(ROOT)}, capture_output=True,
                        text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -129,7 +129,7 @@ def test_distributed_data_parallel_with_torchrun(tmp_path):
 
 
 def test_checkpoint_loads_at_another_input_size(tmp_path):
-    from training.checkpoint import load_model
+    from vit_seg_train.checkpoint import load_model
 
     train(str(tiny_config(tmp_path, max_steps=2)))
     ck = tmp_path / 'run' / 'last.pt'
@@ -167,8 +167,8 @@ def test_eval_cli_errors_are_one_line_exit_2(tmp_path, camvid_mini):
 def test_decoder_adaptation_under_fake_quantization(tmp_path):
     from safetensors.torch import load_file
 
-    from training.config import build_model
-    from training.fakequant import FakeQuantLinear
+    from vit_seg_train.config import build_model
+    from vit_seg_train.fakequant import FakeQuantLinear
 
     cfg = tiny_config(tmp_path, max_steps=8, eval_every=1, trainable='decoder',
                       fake_quant={'calibrator': 'minmax', 'frames': 2})
@@ -188,7 +188,7 @@ def test_decoder_adaptation_under_fake_quantization(tmp_path):
 
 
 def test_self_distillation_from_the_unreduced_model(tmp_path):
-    from training.train import distillation_loss
+    from vit_seg_train.train import distillation_loss
 
     x = torch.randn(2, 11, 4, 6)
     assert float(distillation_loss(x, x, {'weight': 1.0})) < 1e-6
@@ -208,8 +208,8 @@ def test_self_distillation_from_the_unreduced_model(tmp_path):
 def test_publish_writes_fp16_weights_that_rebuild(tmp_path):
     from safetensors.torch import load_file
 
-    from training.checkpoint import load_model
-    from training.tools.publish import main as publish_main
+    from vit_seg_train.checkpoint import load_model
+    from vit_seg_train.publish import main as publish_main
 
     cfg = tiny_config(tmp_path, max_steps=3, eval_every=1)
     doc = yaml.safe_load(cfg.read_text())

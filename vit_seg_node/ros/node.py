@@ -5,11 +5,16 @@ and ``camera_info``; publishes ``~/class_mask`` (mono8), ``~/color_mask`` and ``
 (rgb8, computed only when subscribed) and ``~/camera_info`` scaled to the mask. Every output
 carries the input header unchanged. Inference runs on a worker thread with a latest-frame slot:
 the executor never blocks, and a frame replaced while waiting is counted as dropped.
+
+QoS: ``qos_profile_sensor_data`` (best effort, keep last 5) on the image topics and the masks,
+changeable per topic through rclpy's QoS overrides (``qos_overrides.<topic>.subscription.
+reliability``, ``...publisher.depth``, etc., set at start-up).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 from pathlib import Path
 import sys
 import threading
@@ -19,43 +24,55 @@ from typing import Any, Optional
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy, HistoryPolicy
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from vit_seg_node.errors import UserError
+from vit_seg_node.backends.base import registry, suffixes
+from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.processing import colorize, overlay
+from vit_seg_node.core.stats import LatencyWindow, RateMeter
+from vit_seg_node.pipeline import default_model_path, SegmentationPipeline
 from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, image_to_rgb
-from vit_seg_node.runtime.backends import BACKENDS, SUFFIX_BACKEND
-from vit_seg_node.runtime.pipeline import default_model_path, SegmentationPipeline
-from vit_seg_node.runtime.processing import colorize, overlay, preprocess, restore_labels, \
-    to_labels
-from vit_seg_node.runtime.stats import LatencyWindow, RateMeter
 
-CHOICES = {
-    'backend': ('auto',) + tuple(BACKENDS),
-    'input_transport': ('raw', 'compressed'),
-    'qos': ('sensor_data', 'reliable'),
-    'output_resolution': ('input', 'network'),
-}
-# name -> (default, description, read_only)
-PARAMETERS: dict[str, tuple[Any, str, bool]] = {
-    'model_path': ('', 'ONNX model or TensorRT engine with its .card.yaml beside it; '
-                       'empty: the shipped default model', True),
-    'backend': ('auto', 'auto | tensorrt | onnxruntime | torch (auto: by file suffix)', True),
-    'threads': (0, 'CPU threads for the backend (0: backend default)', True),
-    'input_transport': ('raw', 'raw: subscribe image; compressed: image/compressed', True),
-    'qos': ('sensor_data', 'sensor_data (best effort, REP-2003) or reliable', True),
-    'output_resolution': ('input', 'input: masks at the camera resolution; network: at the '
-                                   'model input size', False),
-    'max_fps': (0.0, 'accept at most this many frames per second (0: no limit)', False),
-    'overlay_alpha': (0.5, 'weight of the colour mask in ~/overlay, 0..1', False),
-    'enable': (True, 'false: ignore incoming frames', False),
-    'expected_fps': (0.0, 'diagnostics WARN when the output rate falls below this (0: off)',
-                     False),
-    'stale_timeout': (5.0, 'diagnostics ERROR when no frame arrived for this many seconds',
-                      False),
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One node parameter: default, description, and its constraints."""
+
+    default: Any
+    description: str
+    read_only: bool = False
+    low: Optional[float] = None      # numeric range, inclusive (shown by `ros2 param describe`)
+    high: Optional[float] = None
+    choices: tuple = ()
+
+
+INF = float('inf')
+PARAMETERS: dict[str, Param] = {
+    'model_path': Param('', 'ONNX model or TensorRT engine with its .card.yaml beside it; '
+                            'empty: the shipped default model', read_only=True),
+    'backend': Param('auto', 'which backend runs the model (auto: by the file suffix)',
+                     read_only=True, choices=('auto', 'onnxruntime', 'tensorrt', 'torch')),
+    'threads': Param(0, 'CPU threads for the backend (0: the backend default)', read_only=True,
+                     low=0, high=256),
+    'input_transport': Param('raw', 'raw: subscribe image; compressed: image/compressed',
+                             read_only=True, choices=('raw', 'compressed')),
+    'output_resolution': Param('input', 'input: masks at the camera resolution; network: at '
+                                        'the model input size', choices=('input', 'network')),
+    'max_fps': Param(0.0, 'accept at most this many frames per second (0: no limit)',
+                     low=0.0, high=1000.0),
+    'overlay_alpha': Param(0.5, 'weight of the colour mask in ~/overlay', low=0.0, high=1.0),
+    'enable': Param(True, 'false: ignore incoming frames (diagnostics keep running)'),
+    'expected_fps': Param(0.0, 'diagnostics WARN when the output rate falls below this (0: off)',
+                          low=0.0, high=1000.0),
+    'stale_timeout': Param(5.0, 'diagnostics ERROR when no frame arrived for this many seconds',
+                           low=0.1, high=3600.0),
 }
 
 
@@ -63,24 +80,35 @@ class StartupError(Exception):
     """The node cannot start (missing or invalid model, bad parameters)."""
 
 
+def descriptor(name: str, p: Param) -> ParameterDescriptor:
+    """Return the ROS parameter descriptor of ``p`` (ranges as Integer/FloatingPointRange)."""
+    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only)
+    if p.choices:
+        d.additional_constraints = 'one of: ' + ', '.join(p.choices)
+    if p.low is not None and isinstance(p.default, bool) is False:
+        if isinstance(p.default, int):
+            d.integer_range = [IntegerRange(from_value=int(p.low), to_value=int(p.high), step=1)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(p.low),
+                                                         to_value=float(p.high), step=0.0)]
+    return d
+
+
 def validate_parameter(name: str, value: Any) -> Optional[str]:
-    """Return why ``value`` is invalid for ``name``, or None if it is fine."""
-    if name in CHOICES and value not in CHOICES[name]:
-        return f'{name} must be one of {list(CHOICES[name])}, got {value!r}'
-    if name == 'max_fps' and not value >= 0.0:
-        return f'max_fps must be >= 0, got {value}'
-    if name == 'expected_fps' and not value >= 0.0:
-        return f'expected_fps must be >= 0, got {value}'
-    if name == 'stale_timeout' and not value > 0.0:
-        return f'stale_timeout must be > 0, got {value}'
-    if name == 'overlay_alpha' and not 0.0 <= value <= 1.0:
-        return f'overlay_alpha must be in [0, 1], got {value}'
-    if name == 'threads' and value < 0:
-        return f'threads must be >= 0, got {value}'
-    if name == 'model_path' and value:
-        p = Path(value)
-        if p.suffix.lower() not in SUFFIX_BACKEND:
-            return f'model_path {value!r} has an unknown suffix (known: {sorted(SUFFIX_BACKEND)})'
+    """Return why ``value`` is invalid for ``name``, or None if it is fine.
+
+    The ranges are also in the descriptors (rclpy enforces them); this check gives the same
+    answer with a readable reason, and covers choices and the model file suffix.
+    """
+    p = PARAMETERS[name]
+    if p.choices and value not in p.choices:
+        return f'{name} must be one of {list(p.choices)}, got {value!r}'
+    if p.low is not None and not p.low <= value <= p.high:
+        return f'{name} must be in [{p.low:g}, {p.high:g}], got {value}'
+    if name == 'backend' and value != 'auto' and value not in registry():
+        return f'backend {value!r} is not installed here (installed: {sorted(registry())})'
+    if name == 'model_path' and value and Path(value).suffix.lower() not in suffixes():
+        return f'model_path {value!r} has an unknown suffix (known: {sorted(suffixes())})'
     return None
 
 
@@ -116,24 +144,38 @@ class SegmentationNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('vit_seg_node', **kwargs)
-        for name, (default, desc, ro) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(description=desc, read_only=ro)
-            self.declare_parameter(name, default, descriptor)
-        for name in PARAMETERS:
-            reason = validate_parameter(name, self.get_parameter(name).value)
+        self.params: dict[str, Any] = {}
+        for name, spec in PARAMETERS.items():
+            try:
+                value = self.declare_parameter(name, spec.default,
+                                               descriptor(name, spec)).value
+            except (InvalidParameterTypeException, ParameterException) as exc:
+                raise StartupError(f'invalid parameter {name}: {exc} (expected '
+                                   f'{type(spec.default).__name__})') from None
+            reason = validate_parameter(name, value)
             if reason:
                 raise StartupError(f'invalid parameter: {reason}')
+            self.params[name] = value
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        p = {n: self.get_parameter(n).value for n in PARAMETERS}
-        model_path = p['model_path'] or str(default_model_path())
+        p = self.params
         try:
-            self.pipeline = SegmentationPipeline(model_path, backend=p['backend'],
-                                                 threads=p['threads'])
+            self.pipeline = SegmentationPipeline(p['model_path'] or str(default_model_path()),
+                                                 backend=p['backend'], threads=p['threads'])
         except UserError as exc:
             raise StartupError(f'cannot load model: {exc}') from None
         self.card = self.pipeline.card
         self.backend_name = self.pipeline.backend.name
+        self._init_state()
+        self._init_topics(p['input_transport'])
+        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name='vit_seg_worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f'ready: model {self.pipeline.model_path} ({self.card.name}), backend '
+            f'{self.backend_name}, input {self.card.input_width}x{self.card.input_height}, '
+            f'subscribing {self.sub_image.topic_name}')
 
+    def _init_state(self) -> None:
         self._lock = threading.Condition()
         self._pending: Optional[tuple[Any, float]] = None
         self._stop = False
@@ -144,41 +186,36 @@ class SegmentationNode(Node):
         self.rate_in, self.rate_out = RateMeter(), RateMeter()
         self.lat = {k: LatencyWindow() for k in ('pre', 'infer', 'post', 'end_to_end',
                                                  'receive_to_publish')}
-        self._started = time.monotonic()
 
-        qos = qos_profile_sensor_data if p['qos'] == 'sensor_data' else QoSProfile(
-            reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
-        self.pub_mask = self.create_publisher(Image, '~/class_mask', qos)
-        self.pub_color = self.create_publisher(Image, '~/color_mask', qos)
-        self.pub_overlay = self.create_publisher(Image, '~/overlay', qos)
-        self.pub_info = self.create_publisher(CameraInfo, '~/camera_info', qos)
+    def _init_topics(self, transport: str) -> None:
+        qos = qos_profile_sensor_data
+        overridable = QoSOverridingOptions.with_default_policies()
+        self.pub_mask = self.create_publisher(Image, '~/class_mask', qos,
+                                              qos_overriding_options=overridable)
+        self.pub_color = self.create_publisher(Image, '~/color_mask', qos,
+                                               qos_overriding_options=overridable)
+        self.pub_overlay = self.create_publisher(Image, '~/overlay', qos,
+                                                 qos_overriding_options=overridable)
+        self.pub_info = self.create_publisher(CameraInfo, '~/camera_info', qos,
+                                              qos_overriding_options=overridable)
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        if p['input_transport'] == 'raw':
-            self.sub_image = self.create_subscription(Image, 'image', self._on_frame, qos)
-        else:
-            self.sub_image = self.create_subscription(CompressedImage, 'image/compressed',
-                                                      self._on_frame, qos)
-        self.sub_info = self.create_subscription(CameraInfo, 'camera_info', self._on_info, qos)
-        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name='vit_seg_worker', daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f'ready: model {self.pipeline.model_path} ({self.card.name}), backend '
-            f'{self.backend_name}, input {self.card.input_width}x{self.card.input_height}, '
-            f'subscribing {self.sub_image.topic_name} ({p["qos"]})')
+        msg_type, topic = (Image, 'image') if transport == 'raw' else \
+            (CompressedImage, 'image/compressed')
+        self.sub_image = self.create_subscription(msg_type, topic, self._on_frame, qos,
+                                                  qos_overriding_options=overridable)
+        self.sub_info = self.create_subscription(CameraInfo, 'camera_info', self._on_info, qos,
+                                                 qos_overriding_options=overridable)
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate a change; accepted values go into the cache the frame path reads."""
         for prm in params:
             if prm.name in PARAMETERS:
                 reason = validate_parameter(prm.name, prm.value)
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
+        self.params.update({prm.name: prm.value for prm in params if prm.name in PARAMETERS})
         return SetParametersResult(successful=True)
-
-    def param(self, name: str) -> Any:
-        """Return the current value of a parameter."""
-        return self.get_parameter(name).value
 
     # ------------------------------------------------------------------ callbacks
     def _on_info(self, msg: CameraInfo) -> None:
@@ -189,10 +226,10 @@ class SegmentationNode(Node):
         now = time.monotonic()
         self.rate_in.tick(now)
         self.counters['received'] += 1
-        if not self.param('enable'):
+        if not self.params['enable']:
             self.counters['disabled'] += 1
             return
-        max_fps = self.param('max_fps')
+        max_fps = self.params['max_fps']
         if max_fps > 0 and now - self._last_accept < 1.0 / max_fps:
             self.counters['throttled'] += 1
             return
@@ -226,17 +263,24 @@ class SegmentationNode(Node):
     def _process(self, msg: Any, received: float) -> None:
         t0 = time.perf_counter()
         rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-        batch, geo = preprocess(rgb, self.card)
-        t1 = time.perf_counter()
-        out = self.pipeline.backend.infer(batch)
+        t_conv = (time.perf_counter() - t0) * 1e3
+        at_source = self.params['output_resolution'] == 'input'
+        seg = self.pipeline(rgb, at_source=at_source)
         t2 = time.perf_counter()
-        labels = to_labels(out, self.card.output_kind)[0]
-        if self.param('output_resolution') == 'input':
-            labels = restore_labels(labels, geo)
-            shown = rgb
-        else:
-            shown = None
-        header = msg.header
+        self._publish(msg.header, seg.labels, rgb, seg.geometry)
+        self.counters['published'] += 1
+        self.rate_out.tick()
+        self.lat['pre'].add(t_conv + seg.pre_ms)
+        self.lat['infer'].add(seg.infer_ms)
+        self.lat['post'].add(seg.post_ms + (time.perf_counter() - t2) * 1e3)
+        self.lat['receive_to_publish'].add((time.monotonic() - received) * 1e3)
+        stamp = stamp_to_s(msg.header.stamp)
+        if stamp > 0:
+            now = self.get_clock().now().nanoseconds * 1e-9
+            self.lat['end_to_end'].add((now - stamp) * 1e3)
+
+    def _publish(self, header, labels, rgb, geo) -> None:
+        """Publish the class mask, and colour mask / overlay / camera info where wanted."""
         mask_msg = Image()
         fill_image(mask_msg, labels, 'mono8', header)
         self.pub_mask.publish(mask_msg)
@@ -249,25 +293,15 @@ class SegmentationNode(Node):
                 fill_image(m, color, 'rgb8', header)
                 self.pub_color.publish(m)
             if want_overlay:
-                if shown is None:
-                    shown = cv2.resize(rgb, (labels.shape[1], labels.shape[0]))
+                shown = rgb if rgb.shape[:2] == labels.shape else \
+                    cv2.resize(rgb, (labels.shape[1], labels.shape[0]))
                 m = Image()
-                fill_image(m, overlay(shown, color, self.param('overlay_alpha')), 'rgb8', header)
+                fill_image(m, overlay(shown, color, self.params['overlay_alpha']), 'rgb8',
+                           header)
                 self.pub_overlay.publish(m)
         if self._camera_info is not None:
             self.pub_info.publish(scaled_camera_info(self._camera_info, geo, labels.shape[0],
                                                      labels.shape[1], header))
-        t3 = time.perf_counter()
-        self.counters['published'] += 1
-        self.rate_out.tick()
-        self.lat['pre'].add((t1 - t0) * 1e3)
-        self.lat['infer'].add((t2 - t1) * 1e3)
-        self.lat['post'].add((t3 - t2) * 1e3)
-        self.lat['receive_to_publish'].add((time.monotonic() - received) * 1e3)
-        stamp = stamp_to_s(header.stamp)
-        if stamp > 0:
-            now = self.get_clock().now().nanoseconds * 1e-9
-            self.lat['end_to_end'].add((now - stamp) * 1e3)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_status(self) -> DiagnosticStatus:
@@ -296,10 +330,10 @@ class SegmentationNode(Node):
             for q, v in (pct or {}).items():
                 values[f'latency_{stage}_{q}_ms'] = f'{v:.2f}'
         last = self.rate_in.last
-        expected = self.param('expected_fps')
+        expected = self.params['expected_fps']
         if last is None:
             st.level, st.message = DiagnosticStatus.STALE, 'no frame received yet'
-        elif now - last > self.param('stale_timeout'):
+        elif now - last > self.params['stale_timeout']:
             st.level, st.message = DiagnosticStatus.ERROR, f'no frame for {now - last:.1f} s'
         elif expected > 0 and out_rate < expected:
             st.level = DiagnosticStatus.WARN

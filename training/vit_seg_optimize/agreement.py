@@ -1,0 +1,62 @@
+"""Label agreement of precision variants of a model with its FP32 form.
+
+``python -m vit_seg_optimize.agreement --reference M.onnx --models A.onnx B.onnx --data DIR
+--limit 3 [--json OUT]``: runs every model (ONNX Runtime CPU, cards beside them) on the first
+``limit`` frames of a split and reports the fraction of pixels whose label equals the
+reference's. Used for the FP16-typed TensorRT forms, which this CPU can run but not speed up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional
+
+import numpy as np
+
+
+def agreement(reference: str, models: list[str], data: str, split: str = 'val',
+              limit: int = 3) -> dict[str, float]:
+    """Return ``model -> fraction of pixels labelled as by the reference`` on ``limit`` frames."""
+    from vit_seg_node.core.datasets import SegmentationDataset
+    from vit_seg_optimize.export import frames_to_batches
+    from vit_seg_node.backends.base import create_backend
+    from vit_seg_node.core.card import load_card
+    from vit_seg_node.core.processing import to_labels
+
+    ds = SegmentationDataset(data, split, None, cache=False)
+    card = load_card(reference)
+    batches = frames_to_batches([ds.load(i)[0] for i in range(min(limit, len(ds)))], card)
+
+    def labels(path: str) -> np.ndarray:
+        c = load_card(path)
+        backend = create_backend(path, c, threads=0)
+        return np.concatenate([to_labels(backend.infer(b), c.output_kind) for b in batches])
+    ref = labels(reference)
+    return {m: float(np.mean(labels(m) == ref)) for m in models}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--reference', required=True)
+    ap.add_argument('--models', nargs='+', required=True)
+    ap.add_argument('--data', required=True)
+    ap.add_argument('--split', default='val')
+    ap.add_argument('--limit', type=int, default=3)
+    ap.add_argument('--json')
+    a = ap.parse_args(argv)
+    rep = agreement(a.reference, a.models, a.data, a.split, a.limit)
+    for m, v in rep.items():
+        print(f'{m}: {100 * v:.1f} % of the labels as {a.reference}')
+    if a.json:
+        from vit_seg_node.core.io import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps({'reference': a.reference, 'frames': a.limit,
+                                              'agreement': rep}, indent=2) + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

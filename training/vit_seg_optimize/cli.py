@@ -1,0 +1,161 @@
+"""``vit-seg export | quantize | sensitivity | bench``: registered through ``vit_seg.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Optional
+
+from vit_seg_node.core.errors import UserError
+
+
+def _reduction_arg(text: Optional[str]) -> Optional[dict]:
+    """Parse ``--reduction`` (YAML/JSON mapping, e.g. '{policy: tome, r: 20}')."""
+    if not text:
+        return None
+    import yaml
+
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f'--reduction is not valid YAML: {exc}') from None
+    if not isinstance(spec, dict) or 'policy' not in spec:
+        raise UserError("--reduction must be a mapping with a policy, e.g. "
+                        "'{policy: neighbor, window_first: 0.6, ratio: 0.25}'")
+    return spec
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    """Export a checkpoint to ONNX with its model card, verified against PyTorch."""
+    from vit_seg_node.cli import command_line
+    from vit_seg_node.core.datasets import SegmentationDataset
+    from vit_seg_optimize.export import export_checkpoint
+
+    ds = SegmentationDataset(a.frames, a.split, None, cache=False)
+    frames = [ds.load(i)[0] for i in range(min(a.num_frames, len(ds)))]
+    metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
+    rep = export_checkpoint(a.checkpoint, a.out, frames, command=command_line(),
+                            name=a.name, opset=a.opset, metrics=metrics, output=a.output,
+                            reduction=_reduction_arg(a.reduction),
+                            img_size=tuple(a.img_size) if a.img_size else None)
+    print(f'{a.out}: verified on {rep["frames"]} frames, relative error '
+          f'{rep["max_relative_error"]:.1e}, label mismatch {rep["max_label_mismatch"]:.1e}')
+    return 0
+
+
+def cmd_quantize(a: argparse.Namespace) -> int:
+    """Write a reduced-precision model with its card (``quant.write_quantized``)."""
+    from vit_seg_node.cli import command_line
+    from vit_seg_node.core.card import load_card
+    from vit_seg_node.core.datasets import spread_frames
+    from vit_seg_optimize.export import frames_to_batches
+    from vit_seg_optimize.quant import load_plan, write_quantized
+
+    card = load_card(a.model)
+    calib = frames_to_batches(spread_frames(a.calib, a.split, a.num_calib), card) \
+        if a.calib else None
+    out = write_quantized(a.model, a.out, a.format, load_plan(a.plan) if a.plan else None,
+                          calib, a.split, a.method, command_line())
+    print(f'{a.out}: {a.format} ({out.precision["default"]})')
+    return 0
+
+
+def cmd_sensitivity(a: argparse.Namespace) -> int:
+    """Per-group INT8 sensitivity (mIoU drop, latency gain) and a greedy precision plan."""
+    from vit_seg_node.core.card import load_card
+    from vit_seg_node.core.datasets import spread_frames
+    from vit_seg_node.core.io import write_json
+    from vit_seg_optimize.export import frames_to_batches
+    from vit_seg_optimize.quant import allocate, sensitivity
+
+    card = load_card(a.model)
+    calib = frames_to_batches(spread_frames(a.data, a.calib_split, a.num_calib), card)
+    sens = sensitivity(a.model, card, a.data, a.split, a.limit, a.threads, pairs=a.pairs,
+                       calibration=calib)
+    sens['calibration'] = {'split': a.calib_split, 'frames': len(calib)}
+    sens['plan'] = allocate(sens, a.budget)
+    write_json(a.json, sens)
+    for g, s in sens['groups'].items():
+        print(f'{g:20s} mIoU drop {100 * s["miou_drop"]:+.2f} pts, latency gain '
+              f'{s["latency_gain_ms"]:+.1f} +- {s["noise_ms"]:.1f} ms -> '
+              f'{sens["plan"]["groups"][g]}')
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Run the benchmark grid (results.{csv,json,md}, pareto.png) or re-time a finished run."""
+    from vit_seg_optimize.bench import retime_and_record, run_bench
+    from vit_seg_optimize.report import markdown_table, matched_latency_table
+
+    if a.retime:
+        rep, path = retime_and_record(a.retime, a.out)
+        print(f'retime: baseline {rep["baseline_p50_ms"]["now"]:.1f} ms now vs '
+              f'{rep["baseline_p50_ms"]["committed"]:.1f} committed; speed-up ratios deviate by '
+              f'{100 * rep["median_abs_deviation"]:.1f} % (median), '
+              f'{100 * rep["max_abs_deviation"]:.1f} % (max); {path}')
+        return 0
+    if not a.config:
+        raise UserError('bench needs --config (or --retime RESULTS_JSON)')
+    doc = run_bench(a.config, a.out)
+    print(markdown_table(doc) + matched_latency_table(doc))
+    return 0
+
+
+def register(sub) -> None:
+    """Add the optimisation subcommands to ``vit-seg``'s subparsers."""
+    p = sub.add_parser('export', help='export a checkpoint to ONNX with its model card')
+    p.add_argument('--checkpoint', required=True)
+    p.add_argument('--out', required=True)
+    p.add_argument('--frames', required=True, help='dataset root with real frames to verify on')
+    p.add_argument('--split', default='val')
+    p.add_argument('--num-frames', type=int, default=4)
+    p.add_argument('--opset', type=int, default=17)
+    p.add_argument('--metrics', help='JSON of measured metrics to put in the card')
+    p.add_argument('--name', help='model name in the card (default: the output file stem)')
+    p.add_argument('--reduction', help="token reduction and budget, YAML: "
+                   "'{policy: neighbor, window_first: 0.6, ratio: 0.25, locations: [1, 3, 6]}'")
+    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'),
+                   help='export for another input size (multiples of the patch size)')
+    p.add_argument('--output', default='labels', choices=['labels', 'logits'],
+                   help='graph output: uint8 labels (ArgMax in the graph) or float logits')
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser('quantize', help='INT8 export: dynamic (CPU) or QDQ (TensorRT)')
+    p.add_argument('--model', required=True, help='FP32 ONNX with its card')
+    p.add_argument('--out', required=True)
+    p.add_argument('--format', default='dynamic', choices=['dynamic', 'qdq', 'qdq-fp16', 'fp16'],
+                   help='dynamic: INT8 for ONNX Runtime CPU; qdq: INT8 Q/DQ for TensorRT; '
+                        'qdq-fp16: Q/DQ with FP16-typed float parts (strongly typed TensorRT, '
+                        'opset >= 19); fp16: FP16 only')
+    p.add_argument('--plan', help='precision plan JSON (groups -> int8|fp32), or a '
+                                  '`vit-seg sensitivity` report holding one')
+    p.add_argument('--calib', help='dataset root with calibration frames (qdq, and dynamic '
+                                   'plans with static INT8 parts)')
+    p.add_argument('--split', default='fit', help='calibration split')
+    p.add_argument('--num-calib', type=int, default=16)
+    p.add_argument('--method', default='minmax', choices=['minmax', 'percentile', 'entropy'])
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser('sensitivity', help='per-group INT8 sensitivity and a precision plan')
+    p.add_argument('--model', required=True)
+    p.add_argument('--data', required=True)
+    p.add_argument('--split', default='heldout')
+    p.add_argument('--limit', type=int, default=20)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--budget', type=float, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
+    p.add_argument('--pairs', type=int, default=60,
+                   help='interleaved timing pairs per group (more: steadier savings)')
+    p.add_argument('--calib-split', default='fit',
+                   help='frames that calibrate the static INT8 parts')
+    p.add_argument('--num-calib', type=int, default=16)
+    p.add_argument('--json', required=True)
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser('bench', help='benchmark a grid of variants (one table, one plot)')
+    p.add_argument('--config', help='benchmark YAML (variants grid)')
+    p.add_argument('--out', required=True, help='output directory')
+    p.add_argument('--retime', metavar='RESULTS_JSON',
+                   help='instead: time the models of a finished run again and compare the '
+                        'speed-up ratios (appends to OUT/retime.json)')
+    p.set_defaults(func=cmd_bench)

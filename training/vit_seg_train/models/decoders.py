@@ -1,0 +1,105 @@
+"""Decoder heads: patch tokens -> class logits on the dense H/16 x W/16 grid.
+
+The tokens are either the dense grid (``assign=None``) or the reduced tokens of a token-reduction
+encoder with ``assign`` (B x N): dense position ``q`` holds token ``assign[:, q]``. On reduced
+tokens the heads compute per token and expand to the grid only at the end; the mask transformer's
+attention adds ``log(multiplicity)`` to each token's key logits, which is exactly attention over
+the dense grid of copies. Same result, a fraction of the cost (a test checks both paths agree).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+
+from vit_seg_train.reduction import ops
+
+
+def to_grid(per_token: torch.Tensor, grid: tuple[int, int],
+            assign: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Return B x K x gh x gw from B x n x K per-token values (expanded through ``assign``)."""
+    if assign is not None:
+        per_token = ops.gather_tokens(per_token, assign)
+    b = per_token.shape[0]
+    return per_token.transpose(1, 2).reshape(b, -1, grid[0], grid[1])
+
+
+class LinearDecoder(nn.Module):
+    """A per-token linear classifier (Segmenter's linear baseline)."""
+
+    def __init__(self, embed_dim: int, num_classes: int, **_: object) -> None:
+        super().__init__()
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int],
+                assign: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Map B x n x C tokens to B x K x gh x gw logits."""
+        return to_grid(self.head(tokens), grid, assign)
+
+
+class MaskTransformerDecoder(nn.Module):
+    """Segmenter's mask transformer (Strudel et al., "Segmenter", ICCV 2021).
+
+    Learnable class embeddings are processed jointly with the patch tokens by a few transformer
+    blocks; the masks are the scalar products of L2-normalised patch and class embeddings.
+    """
+
+    def __init__(self, embed_dim: int, num_classes: int, d_model: int = 192, depth: int = 2,
+                 num_heads: int = 3, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
+                 block_fn: type[nn.Module] = Block, norm_layer: type[nn.Module] = nn.LayerNorm,
+                 **_: object) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.scale = d_model ** -0.5
+        self.proj_dec = nn.Linear(embed_dim, d_model)
+        self.cls_emb = nn.Parameter(torch.zeros(1, num_classes, d_model))
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        self.blocks = nn.ModuleList([
+            block_fn(dim=d_model, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
+                     drop_path=dpr[i], norm_layer=norm_layer) for i in range(depth)])
+        self.proj_patch = nn.Parameter(self.scale * torch.randn(d_model, d_model))
+        self.proj_classes = nn.Parameter(self.scale * torch.randn(d_model, d_model))
+        self.decoder_norm = norm_layer(d_model)
+        self.mask_norm = norm_layer(num_classes)
+        trunc_normal_(self.cls_emb, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int],
+                assign: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Map B x n x C tokens to B x K x gh x gw logits."""
+        b, n, _ = tokens.shape
+        x = self.proj_dec(tokens)
+        x = torch.cat([x, self.cls_emb.expand(b, -1, -1)], dim=1)
+        mask = None
+        if assign is not None:
+            bias = torch.cat([ops.multiplicity_bias(assign, n, x.dtype),
+                              x.new_zeros(b, self.num_classes)], 1)
+            t = bias.shape[1]
+            # B x 1 x T x T, as in the encoder wiring (no broadcast query dimension in ONNX)
+            mask = bias[:, None, None, :].expand(-1, -1, t, -1)
+        for blk in self.blocks:
+            x = blk(x) if mask is None else blk(x, attn_mask=mask)
+        x = self.decoder_norm(x)
+        patches, cls = x[:, :n] @ self.proj_patch, x[:, n:] @ self.proj_classes
+        patches = F.normalize(patches, dim=-1)
+        cls = F.normalize(cls, dim=-1)
+        masks = self.mask_norm(patches @ cls.transpose(1, 2))
+        return to_grid(masks, grid, assign)
+
+
+DECODERS = {'linear': LinearDecoder, 'mask_transformer': MaskTransformerDecoder}

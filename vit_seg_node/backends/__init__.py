@@ -1,0 +1,1 @@
+"""Inference backends behind one protocol (``base``); each imports its library when created."""

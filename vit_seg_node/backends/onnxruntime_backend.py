@@ -1,0 +1,83 @@
+"""ONNX Runtime backend: CPU everywhere, CUDA when the installed build provides it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vit_seg_node.backends.base import BackendError
+from vit_seg_node.core.card import ModelCard
+
+CPU = ['CPUExecutionProvider']
+
+
+def make_session(model: str | os.PathLike | bytes, threads: int = 0,
+                 providers: list[str] | None = None, optimize: bool = True,
+                 profile_prefix: str | None = None):
+    """Return an ONNX Runtime session: the one place sessions are configured.
+
+    ``model``: a path or serialized bytes; ``threads`` > 0 fixes the intra-op pool (inter-op 1);
+    ``providers``: in order of preference, the available ones kept (default: CPU);
+    ``optimize=False`` runs the graph as written (calibration of named tensors);
+    ``profile_prefix``: write ONNX Runtime's per-operator profile there.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads > 0:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    if profile_prefix:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
+    available = ort.get_available_providers()
+    chosen = [p for p in (providers or CPU) if p in available] or CPU
+    src = model if isinstance(model, bytes) else str(Path(model))
+    return ort.InferenceSession(src, sess_options=opts, providers=chosen)
+
+
+class OnnxRuntimeBackend:
+    """Run an ONNX model with ONNX Runtime.
+
+    Args:
+        model_path: the ``.onnx`` file.
+        card: its model card (input/output names and shape).
+        threads: intra-op threads (0: ONNX Runtime's default).
+        providers: execution providers in order of preference; default CUDA (if available), CPU.
+    """
+
+    name = 'onnxruntime'
+    suffixes = ('.onnx',)
+
+    def __init__(self, model_path: str | os.PathLike, card: ModelCard, threads: int = 0,
+                 providers: list[str] | None = None) -> None:
+        self.card = card
+        wanted = providers or ['CUDAExecutionProvider', 'CPUExecutionProvider']
+        try:
+            self.session = make_session(model_path, threads, wanted)
+        except Exception as exc:  # onnxruntime raises its own non-exported exception types
+            raise BackendError(f'ONNX Runtime cannot load {model_path}: {exc}') from None
+        self.providers = self.session.get_providers()
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if card.input_name not in inputs:
+            raise BackendError(f'model has no input {card.input_name!r} named in its card '
+                               f'(inputs: {sorted(inputs)})')
+        shape = inputs[card.input_name].shape
+        expected = [3, card.input_height, card.input_width]
+        if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
+            raise BackendError(f'model input shape {shape} does not match the card '
+                               f'(N, {", ".join(map(str, expected))})')
+        self.batch_size = shape[0] if isinstance(shape[0], int) else None
+        outputs = [o.name for o in self.session.get_outputs()]
+        if card.output_name not in outputs:
+            raise BackendError(f'model has no output {card.output_name!r} (outputs: {outputs})')
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch (N x 3 x H x W float32) and return the card's output."""
+        if self.batch_size is not None and batch.shape[0] != self.batch_size:
+            raise ValueError(f'model takes batch {self.batch_size}, got {batch.shape[0]}')
+        return self.session.run([self.card.output_name],
+                                {self.card.input_name: np.ascontiguousarray(batch, np.float32)})[0]

@@ -1,1 +1,0 @@
-"""rosbag2 tools: writing bags from image folders, live replay evaluation through the node."""

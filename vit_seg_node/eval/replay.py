@@ -1,0 +1,327 @@
+"""Live rosbag replay evaluation: play a bag through the running node over DDS and score it.
+
+The bag's image messages are published (their recorded CDR bytes, unchanged) with the recorded
+timing scaled by ``rate``; ``~/class_mask`` answers are matched to the ground truth by header
+stamp. The report gives mIoU and per-class IoU (when the bag has ground truth), end-to-end
+latency percentiles (publish to mask received), output FPS, frames the node dropped (from its
+diagnostics) and frames never answered. Corrupt messages and unknown message types are skipped
+with a warning and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import os
+from pathlib import Path
+import sys
+import time
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+from vit_seg_node.eval.make_bag import COMPRESSED_TYPE, IMAGE_TYPE, typestore
+from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.card import ModelCard
+from vit_seg_node.core.io import atomic_write_text, write_json
+from vit_seg_node.core.metrics import ConfusionMatrix
+from vit_seg_node.core.processing import colorize, overlay
+from vit_seg_node.core.stats import percentiles
+
+MASK_TOPIC = '/vit_seg_node/class_mask'
+
+
+def log(msg: str) -> None:
+    """Print a progress/warning line to stderr."""
+    print(f'replay: {msg}', file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class BagContents:
+    """What replay needs from a bag: the image connection and ground truth by stamp."""
+
+    image_topic: str
+    image_type: str
+    gt: dict[int, np.ndarray]
+    skipped: collections.Counter
+    num_images: int
+
+
+def stamp_ns(header) -> int:
+    """Return a header stamp in integer nanoseconds."""
+    return int(header.stamp.sec) * 10 ** 9 + int(header.stamp.nanosec)
+
+
+def _decode(ts, rawdata: bytes, msgtype: str):
+    return ts.deserialize_cdr(rawdata, msgtype)
+
+
+def open_reader(bag: str | os.PathLike):
+    """Open a rosbag2 directory (mcap or sqlite3) with rosbags; UserError if unreadable."""
+    from rosbags.rosbag2 import Reader
+
+    p = Path(bag)
+    if not p.exists():
+        raise UserError(f'bag not found: {p}')
+    try:
+        reader = Reader(p)
+        reader.open()
+    except Exception as exc:  # rosbags raises several reader error types
+        raise UserError(f'cannot read bag {p}: {exc}') from None
+    return reader
+
+
+def scan_bag(bag: str | os.PathLike, image_topic: Optional[str] = None,
+             gt_topic: Optional[str] = '/camera/semantic_gt') -> BagContents:
+    """Choose the image topic, load the ground truth, count what cannot be used."""
+    ts = typestore()
+    reader = open_reader(bag)
+    skipped: collections.Counter = collections.Counter()
+    try:
+        conns = {c.topic: c for c in reader.connections}
+        images = [c for c in reader.connections if c.msgtype in (IMAGE_TYPE, COMPRESSED_TYPE)
+                  and c.topic != gt_topic]
+        if image_topic:
+            if image_topic not in conns:
+                raise UserError(f'bag has no topic {image_topic} (topics: {sorted(conns)})')
+            img = conns[image_topic]
+            if img.msgtype not in (IMAGE_TYPE, COMPRESSED_TYPE):
+                raise UserError(f'{image_topic} is {img.msgtype}, not an image topic')
+        elif images:
+            img = images[0]
+        else:
+            raise UserError(f'bag has no Image or CompressedImage topic (topics: '
+                            f'{sorted(conns)})')
+        for c in reader.connections:
+            if c.msgtype not in ts.types:
+                log(f'warning: topic {c.topic} has unknown type {c.msgtype}: its '
+                    f'{c.msgcount} messages are skipped')
+                skipped['unknown_type'] += c.msgcount
+        gt: dict[int, np.ndarray] = {}
+        gt_conn = conns.get(gt_topic) if gt_topic else None
+        if gt_conn is not None and gt_conn.msgtype == IMAGE_TYPE:
+            for _, _, raw in reader.messages([gt_conn]):
+                try:
+                    m = _decode(ts, raw, IMAGE_TYPE)
+                    gt[stamp_ns(m.header)] = np.asarray(m.data, np.uint8).reshape(
+                        m.height, m.step)[:, :m.width].copy()
+                except Exception as exc:
+                    skipped['corrupt'] += 1
+                    log(f'warning: corrupt ground-truth message skipped ({exc})')
+        return BagContents(img.topic, img.msgtype, gt, skipped, img.msgcount)
+    finally:
+        reader.close()
+
+
+def node_params(model: Optional[str], image_topic: str, compressed: bool, qos: str,
+                threads: int, backend: str) -> dict[str, Any]:
+    """Return the parameters of the node that a replay starts."""
+    from vit_seg_node.eval.harness import reliable_overrides
+
+    params = {'input_transport': 'compressed' if compressed else 'raw', 'threads': threads,
+              'backend': backend}
+    if qos == 'reliable':
+        params.update(reliable_overrides(image_topic))
+    if model:
+        params['model_path'] = model
+    return params
+
+
+def topic_remaps(image_topic: str, compressed: bool) -> list[str]:
+    """Return the ``--ros-args`` remappings that point the node at the bag's image topic."""
+    topic = image_topic[:-len('/compressed')] if compressed else image_topic
+    return ['-r', f'image:={topic}', '-r', f'image/compressed:={topic}/compressed']
+
+
+def replay(bag: str | os.PathLike, out_json: str | os.PathLike, model: Optional[str] = None,
+           node_running: bool = False, rate: float = 1.0, image_topic: Optional[str] = None,
+           gt_topic: str = '/camera/semantic_gt', qos: str = 'reliable',
+           limit: Optional[int] = None, drain_s: float = 10.0, threads: int = 0,
+           overlays: int = 3, domain: Optional[int] = None, backend: str = 'auto') -> dict:
+    """Replay ``bag`` through the node and write JSON, Markdown and overlay PNGs."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    from vit_seg_node.eval.harness import NodeProcess, Probe, reliable, terminate_on_sigterm
+
+    if not math.isfinite(rate) or rate <= 0:
+        raise UserError(f'rate must be a positive number, got {rate}')
+    contents = scan_bag(bag, image_topic, gt_topic)
+    compressed = contents.image_type == COMPRESSED_TYPE
+    domain = int(os.environ.get('ROS_DOMAIN_ID', '0')) if domain is None else domain
+    card = _card_for(model)
+    ros_qos = qos_profile_sensor_data if qos == 'sensor_data' else reliable()
+    terminate_on_sigterm()
+    probe = Probe(domain, 'vit_seg_replay')
+    runner = None
+    try:
+        if not node_running:
+            runner = NodeProcess(domain, node_params(model, contents.image_topic, compressed, qos,
+                                                     threads, backend),
+                                 topic_remaps(contents.image_topic, compressed))
+            runner.wait_ready(probe)
+        session = _Session(probe, contents, ros_qos, overlays)
+        session.play(bag, rate, limit)
+        session.drain(drain_s)
+        node_alive = runner.alive() if runner else True
+    finally:
+        probe.close()
+        if runner:
+            runner.stop()
+    report = _report(contents, card, session.sent, session.answers, probe.diagnostics,
+                     session.skipped, node_alive, bag, rate)
+    _write_outputs(report, out_json, card, session.images, session.answers,
+                   contents.image_type, typestore())
+    return report
+
+
+class _Session:
+    """One replay: publish the bag's frames on time, collect the node's masks by stamp."""
+
+    def __init__(self, probe, contents: BagContents, qos, overlays: int) -> None:
+        from sensor_msgs.msg import CompressedImage, Image
+
+        self.probe, self.contents, self.overlays = probe, contents, overlays
+        self.answers: dict[int, tuple[float, np.ndarray]] = {}
+        self.sent: dict[int, float] = {}
+        self.images: dict[int, bytes] = {}
+        self.skipped = collections.Counter(contents.skipped)
+        probe.node.create_subscription(Image, MASK_TOPIC, self._on_mask, qos)
+        compressed = contents.image_type == COMPRESSED_TYPE
+        self.pub = probe.publisher(CompressedImage if compressed else Image,
+                                   contents.image_topic, qos)
+
+    def _on_mask(self, msg) -> None:
+        arr = np.frombuffer(memoryview(msg.data), np.uint8).reshape(msg.height, msg.step)[
+            :, :msg.width].copy()
+        self.answers.setdefault(stamp_ns(msg.header), (time.monotonic(), arr))
+
+    def play(self, bag, rate: float, limit: Optional[int]) -> None:
+        """Publish the image messages with the recorded timing scaled by ``rate``."""
+        from vit_seg_node.eval.harness import wait_for
+
+        node = self.probe.node
+        if not wait_for(lambda: self.pub.get_subscription_count() > 0
+                        and node.count_publishers(MASK_TOPIC) > 0, 30):
+            raise UserError('the node never subscribed to ' + self.contents.image_topic)
+        time.sleep(0.5)  # let the node's publisher match our subscription too
+        ts = typestore()
+        reader = open_reader(bag)
+        try:
+            conn = [c for c in reader.connections if c.topic == self.contents.image_topic]
+            t_first = wall0 = None
+            for i, (_, t_rec, raw) in enumerate(reader.messages(conn)):
+                if limit is not None and i >= limit:
+                    break
+                try:
+                    msg = _decode(ts, raw, self.contents.image_type)
+                except Exception as exc:
+                    self.skipped['corrupt'] += 1
+                    log(f'warning: corrupt image message at {t_rec} skipped ({exc})')
+                    continue
+                if t_first is None:
+                    t_first, wall0 = t_rec, time.monotonic()
+                delay = wall0 + (t_rec - t_first) / 1e9 / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                stamp = stamp_ns(msg.header)
+                self.sent[stamp] = time.monotonic()
+                self.pub.publish(bytes(raw))
+                if len(self.images) < self.overlays:
+                    self.images[stamp] = bytes(raw)
+        finally:
+            reader.close()
+
+    def drain(self, timeout: float) -> None:
+        """Wait for the outstanding answers, then for one more diagnostics update."""
+        from vit_seg_node.eval.harness import wait_for
+
+        wait_for(lambda: all(s in self.answers for s in self.sent), timeout)
+        n_diag = len(self.probe.diagnostics)
+        wait_for(lambda: len(self.probe.diagnostics) > n_diag + 1, 3.0)
+
+
+def _card_for(model: Optional[str]) -> ModelCard:
+    from vit_seg_node.pipeline import default_model_path, load_model_card
+
+    path = Path(model) if model else default_model_path()
+    return load_model_card(path)
+
+
+def _report(contents: BagContents, card: ModelCard, sent: dict[int, float],
+            answers: dict[int, tuple[float, np.ndarray]], diag: list[dict[str, str]],
+            skipped: collections.Counter, node_alive: bool, bag, rate: float) -> dict:
+    answered = [s for s in sent if s in answers]
+    latency = [(answers[s][0] - sent[s]) * 1e3 for s in answered]
+    recv = sorted(answers[s][0] for s in answered)
+    fps = (len(recv) - 1) / (recv[-1] - recv[0]) if len(recv) > 1 and recv[-1] > recv[0] else 0.0
+    last = diag[-1] if diag else {}
+    report: dict[str, Any] = {
+        'bag': str(bag), 'image_topic': contents.image_topic, 'rate': rate,
+        'num_frames': len(sent), 'answered': len(answered),
+        'unanswered': len(sent) - len(answered),
+        'dropped': int(last.get('frames_dropped', 0)),
+        'rejected_by_node': int(last.get('frames_rejected', 0)),
+        'skipped': dict(skipped), 'latency_ms': percentiles(latency, (50, 95, 99)), 'fps': fps,
+        'node_alive': node_alive, 'model': card.name,
+        'node_diagnostics': last,
+        'miou': None, 'per_class_iou': None, 'pixel_acc': None, 'scored_frames': 0,
+    }
+    if contents.gt:
+        cm = ConfusionMatrix(card.num_classes, card.ignore_index)
+        scored = 0
+        for s in answered:
+            if s in contents.gt and answers[s][1].shape == contents.gt[s].shape:
+                cm.update(answers[s][1], contents.gt[s])
+                scored += 1
+        if scored:
+            report.update(cm.summary(card.classes))
+        report['scored_frames'] = scored
+    return report
+
+
+def _write_outputs(report: dict, out_json, card: ModelCard, images: dict[int, bytes],
+                   answers, image_type: str, ts) -> None:
+    out_json = Path(out_json)
+    write_json(out_json, report)
+    atomic_write_text(out_json.with_suffix('.md'), markdown(report))
+    for i, (stamp, raw) in enumerate(sorted(images.items())):
+        if stamp not in answers:
+            continue
+        msg = ts.deserialize_cdr(raw, image_type)
+        if image_type == COMPRESSED_TYPE:
+            from rosbags.image import compressed_image_to_cvimage
+
+            bgr = compressed_image_to_cvimage(msg, 'bgr8')
+        else:
+            from rosbags.image import message_to_cvimage
+
+            bgr = message_to_cvimage(msg, 'bgr8')
+        labels = answers[stamp][1]
+        if labels.shape != bgr.shape[:2]:
+            bgr = cv2.resize(bgr, (labels.shape[1], labels.shape[0]))
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        out = overlay(rgb, colorize(labels, card), 0.5)
+        cv2.imwrite(str(out_json.with_name(f'{out_json.stem}_overlay_{i}.png')),
+                    cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+
+
+def markdown(r: dict) -> str:
+    """Return the human-readable summary of a replay report."""
+    lat = r['latency_ms']
+    fmt = (lambda v: '-' if v is None else f'{v:.1f}')
+    lines = [f'# Replay of `{r["bag"]}`', '',
+             f'Model `{r["model"]}`, topic `{r["image_topic"]}`, rate x{r["rate"]}.', '',
+             '| frames | answered | unanswered | dropped by node | skipped | FPS | '
+             'latency p50 / p95 / p99 (ms) | mIoU |',
+             '|---|---|---|---|---|---|---|---|',
+             f'| {r["num_frames"]} | {r["answered"]} | {r["unanswered"]} | {r["dropped"]} | '
+             f'{sum(r["skipped"].values())} | {r["fps"]:.2f} | {fmt(lat["p50"])} / '
+             f'{fmt(lat["p95"])} / {fmt(lat["p99"])} | '
+             f'{"-" if r["miou"] is None else format(r["miou"], ".4f")} |', '']
+    if r['per_class_iou']:
+        lines += ['| class | IoU |', '|---|---|']
+        lines += [f'| {k} | {"-" if v is None else format(v, ".3f")} |'
+                  for k, v in r['per_class_iou'].items()]
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,89 @@
+"""Image in, class map out: pre-process, backend, post-process, with per-stage timings."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+import time
+
+import cv2
+import numpy as np
+
+from vit_seg_node.core.errors import UserError
+from vit_seg_node.backends.base import Backend, card_for_model, create_backend
+from vit_seg_node.core.card import card_path_for, load_card, ModelCard
+from vit_seg_node.core.processing import Geometry, preprocess, restore_labels, to_labels
+
+DATA_DIR = Path(__file__).resolve().parent / 'data'
+DEFAULT_MODEL = DATA_DIR / 'models' / 'default.onnx'
+
+
+def default_model_path() -> Path:
+    """Return the shipped default model (what the node and ``vit-seg eval`` use by default)."""
+    return DEFAULT_MODEL
+
+
+def load_model_card(path: Path, backend: str = 'auto') -> ModelCard:
+    """Return the card beside ``path``, or the one its backend builds (a training checkpoint)."""
+    if not card_path_for(path).is_file():
+        card = card_for_model(path, backend)
+        if card is not None:
+            return card
+    return load_card(path)
+
+
+@dataclasses.dataclass
+class Segmentation:
+    """One result: the class map, the resize geometry and the stage timings in ms."""
+
+    labels: np.ndarray
+    geometry: Geometry
+    pre_ms: float
+    infer_ms: float
+    post_ms: float
+
+
+class SegmentationPipeline:
+    """Loads a model and its card once; segments RGB uint8 images."""
+
+    def __init__(self, model_path: str | os.PathLike | None = None, backend: str = 'auto',
+                 **backend_options) -> None:
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise UserError(f'model file not found: {path}')
+        self.model_path = path
+        self.card: ModelCard = load_model_card(path, backend)
+        self.backend: Backend = create_backend(path, self.card, backend, **backend_options)
+
+    def __call__(self, image: np.ndarray, at_source: bool = True) -> Segmentation:
+        """Segment one HxWx3 RGB uint8 image; labels at its resolution or the network's."""
+        t0 = time.perf_counter()
+        batch, geo = preprocess(image, self.card)
+        t1 = time.perf_counter()
+        out = self.backend.infer(batch)
+        t2 = time.perf_counter()
+        labels = to_labels(out, self.card.output_kind)[0]
+        if at_source:
+            labels = restore_labels(labels, geo)
+        t3 = time.perf_counter()
+        return Segmentation(labels, geo, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8; raise UserError if it is missing or unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f'image not found: {p}')
+    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if img is None:
+        raise UserError(f'cannot decode image: {p}')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB uint8 image (format from the suffix)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(p), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise UserError(f'cannot write image: {p}')

@@ -1,1 +1,0 @@
-"""ROS-free inference core: model card, processing, metrics, backends."""
