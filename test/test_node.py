@@ -232,7 +232,7 @@ def test_startup_failures_exit_nonzero(tmp_path):
     env_domain = {'ROS_DOMAIN_ID': str(DOMAIN)}
     import os
     for params in (['-p', f'model_path:={tmp_path / "missing.onnx"}'],
-                   ['-p', 'overlay_alpha:=3.0'], ['-p', 'backend:=nope']):
+                   ['-p', 'overlay_alpha:=3.0'], ['-p', 'backend:=nope'], ['-p', 'max_fps:=5']):
         r = subprocess.run([NODE_EXE, '--ros-args'] + params, capture_output=True, text=True,
                            timeout=60, env={**os.environ, **env_domain})
         assert r.returncode != 0, params

@@ -131,3 +131,11 @@ def test_config_documents_every_parameter():
         assert type(value) is type(PARAMETERS[name].default), name
         before = text.split(f'    {name}:')[0].rstrip().splitlines()[-1]
         assert before.strip().startswith('#'), f'{name} has no comment'
+
+
+def test_readme_lists_the_node_parameters_as_declared():
+    from vit_seg_node.ros.node import parameter_table
+
+    readme = (ROOT / 'README.md').read_text()
+    assert parameter_table() in readme, 'README parameter table differs from the node: ' \
+        'paste vit_seg_node.ros.node.parameter_table()'

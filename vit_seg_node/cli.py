@@ -86,6 +86,27 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(a: argparse.Namespace) -> int:
+    """List the shipped models with what their cards say, or print one's path."""
+    from vit_seg_node.core.card import load_card
+    from vit_seg_node.pipeline import shipped_models
+
+    models = shipped_models()
+    if a.path:
+        if a.path not in models:
+            raise UserError(f'no shipped model {a.path!r}; shipped: {sorted(models)}')
+        print(models[a.path])
+        return 0
+    for name, path in models.items():
+        card = load_card(path)
+        m = card.metrics or {}
+        score = f'mIoU {m["miou"]:.4f} on {m.get("split", "?")}' if m.get('miou') else 'not scored'
+        print(f'{name}: {path}\n  {card.name}, input {card.input_width}x{card.input_height}, '
+              f'reduction {card.reduction.get("policy", "none")}, precision '
+              f'{card.precision.get("default", "fp32")}, {score}')
+    return 0
+
+
 # ----------------------------------------------------------------------------- build-engine
 def cmd_build_engine(a: argparse.Namespace) -> int:
     """Build (or reuse) a TensorRT engine from an exported ONNX file."""
@@ -199,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--record', action='store_true',
                    help='also store the report as the metrics of the model card')
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser('models', help='list the shipped models (or print one\'s path)')
+    p.add_argument('--path', metavar='NAME', help='print only the path of this shipped model')
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser('build-engine', help='build a TensorRT engine (cached, never forced)')
     p.add_argument('--onnx', required=True, help='exported model with its card')

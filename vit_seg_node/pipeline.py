@@ -19,6 +19,11 @@ DATA_DIR = Path(__file__).resolve().parent / 'data'
 DEFAULT_MODEL = DATA_DIR / 'models' / 'default.onnx'
 
 
+def shipped_models() -> dict[str, Path]:
+    """Return the models shipped with the package: name -> path."""
+    return {m.stem: m for m in sorted((DATA_DIR / 'models').glob('*.onnx'))}
+
+
 def default_model_path() -> Path:
     """Return the shipped default model (what the node and ``vit-seg eval`` use by default)."""
     return DEFAULT_MODEL

@@ -35,8 +35,9 @@ import numpy as np
 from vit_seg_node.core.errors import UserError
 
 QUANT_OPS = ('MatMul', 'Gemm', 'Conv')
-# operator groups that stay float unless a plan names them: measured slower in INT8 on this CPU
-# (attention's activation products, the conv stem) or kept float by design (token scoring)
+# operator groups that stay float unless a plan names them: their INT8 forms are static and need
+# calibration frames (attention's activation products, the conv stem), or the group is kept
+# float by design (token scoring); `vit-seg sensitivity` decides whether a plan names them
 FLOAT_BY_DEFAULT = ('attention', 'reduction', 'stem')
 ACTIVATION_GROUPS = ('attention', 'reduction')   # both operands are activations: static form
 STATIC_CONV_GROUPS = ('stem',)                    # convolutions: static Q/DQ form
@@ -229,7 +230,8 @@ def quantize_static_convs(fp32_path: str | os.PathLike, out_path: str | os.PathL
 
     uint8 activations (asymmetric, min-max), int8 per-channel weights: ONNX Runtime runs the
     chain as ``QLinearConv`` with the ReLUs fused, one Quantize in front and one Dequantize
-    after. Dynamic ``ConvInteger`` is slower than FP32 here (``vit-seg sensitivity`` of session 2).
+    after. Dynamic ``ConvInteger`` is slower than FP32 on the CPUs measured
+    (``vit-seg sensitivity``).
     """
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, quantize_static,

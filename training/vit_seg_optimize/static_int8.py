@@ -36,6 +36,7 @@ import numpy as np
 
 from vit_seg_node.backends.onnxruntime_backend import make_session
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.io import atomic_write_bytes
 
 # operators that only move elements: they commute with a per-tensor quantization
 LAYOUT_OPS = ('Transpose', 'Squeeze', 'Unsqueeze', 'Reshape')
@@ -162,6 +163,86 @@ def _s8_scale(lo: float, hi: float) -> float:
     return max(abs(lo), abs(hi), 1e-8) / 127.0
 
 
+def _multiplier(g, ranges: dict, name: str) -> Optional[float]:
+    """Return the scalar value of ``name`` (a constant, or a calibrated static tensor), or None."""
+    c = _constant(g, name)
+    if c is not None:
+        return float(c.reshape(-1)[0]) if c.size == 1 else None
+    lo, hi = ranges.get(name, (None, None))   # a static tensor, calibrated: one value
+    return lo if lo is not None and lo == hi else None
+
+
+def _fold(gr: '_Graph', g, ranges: dict, t: str, scale: float,
+          dropped: set[int]) -> tuple[str, float, list]:
+    """Absorb the walk's steps in front of operand ``t`` while multipliers are positive scalars.
+
+    Returns the tensor to quantize, its scale, and the layout nodes to re-apply to the quantized
+    tensor (in the order they ran); the absorbed nodes' ids go into ``dropped``.
+    """
+    layout = []
+    for node, mult in gr.walk(t):
+        if mult is not None:
+            c = _multiplier(g, ranges, mult)
+            if c is None or c <= 0:
+                break
+            scale /= c
+            t = next(i for i in node.input if i != mult)
+        else:
+            layout.insert(0, node)
+            t = node.input[0]
+        dropped.add(id(node))
+    return t, scale, layout
+
+
+def _quantized_operand(pre: str, side: str, src: str, scale: float, zero: int, dtype,
+                       layout: list) -> tuple[list, list, str]:
+    """Return (nodes, initializers, output) that quantize ``src`` and re-apply its layout."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), f'{pre}/{side}_qscale'),
+             numpy_helper.from_array(np.array(zero, dtype), f'{pre}/{side}_zero')]
+    q = f'{pre}/{side}_q'
+    nodes = [helper.make_node('QuantizeLinear', [src, f'{pre}/{side}_qscale',
+                                                 f'{pre}/{side}_zero'], [q],
+                              name=f'{pre}/{side}_quantize')]
+    for k, node in enumerate(layout):   # the layout changes now move 8-bit integers
+        moved = onnx.NodeProto()
+        moved.CopyFrom(node)
+        moved.name = f'{pre}/{side}_{node.op_type}{k}'
+        moved.input[0] = q
+        del moved.output[:]
+        q = f'{pre}/{side}_q{k}'
+        moved.output.append(q)
+        nodes.append(moved)
+    return nodes, inits, q
+
+
+def _rewrite_matmul(n, gr: '_Graph', g, ranges: dict, dropped: set[int]) -> tuple[list, list]:
+    """Return (nodes, initializers) that replace the activation MatMul ``n``."""
+    from onnx import helper, numpy_helper
+
+    if n.op_type != 'MatMul' or any(gr.static(i) for i in n.input):
+        raise UserError(f'{n.name}: not a MatMul of two activations ({n.op_type})')
+    a, b = n.input[:2]
+    pre = n.name
+    sa, za = _u8_params(*ranges[a])   # a softmax output: [0, clip], zero point 0
+    sb = _s8_scale(*ranges[b])
+    a_src, sa_src, a_layout = _fold(gr, g, ranges, a, sa, dropped)
+    b_src, sb_src, b_layout = _fold(gr, g, ranges, b, sb, dropped)
+    nodes_a, inits_a, qa = _quantized_operand(pre, 'a', a_src, sa_src, za, np.uint8, a_layout)
+    nodes_b, inits_b, qb = _quantized_operand(pre, 'b', b_src, sb_src, 0, np.int8, b_layout)
+    # quantized from the unfolded source with scale s' = s / c, the integers equal those of the
+    # operand itself with scale s, so the rescale uses the operands' own scales
+    inits = inits_a + inits_b + [
+        numpy_helper.from_array(np.array(sa, np.float32), f'{pre}/a_scale'),
+        numpy_helper.from_array(np.array(sb, np.float32), f'{pre}/b_scale')]
+    mm = helper.make_node('MatMulIntegerToFloat',
+                          [qa, qb, f'{pre}/a_scale', f'{pre}/b_scale', f'{pre}/a_zero'],
+                          [n.output[0]], name=pre, domain='com.microsoft')
+    return nodes_a + nodes_b + [mm], inits
+
+
 def quantize_activation_matmuls(src: str | os.PathLike, dst: str | os.PathLike,
                                 nodes: Iterable[str],
                                 ranges: dict[str, tuple[float, float]]) -> Path:
@@ -171,7 +252,7 @@ def quantize_activation_matmuls(src: str | os.PathLike, dst: str | os.PathLike,
     Nodes that are not activation-activation MatMuls are an error, not skipped silently.
     """
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     model = onnx.load(str(src))
     g = model.graph
@@ -180,75 +261,10 @@ def quantize_activation_matmuls(src: str | os.PathLike, dst: str | os.PathLike,
     dropped: set[int] = set()      # ids of nodes folded into a quantization
     replace: dict[str, list] = {}  # MatMul name -> the nodes that take its place
     new_inits = []
-
-    def multiplier(name: str) -> Optional[float]:
-        c = _constant(g, name)
-        if c is not None:
-            return float(c.reshape(-1)[0]) if c.size == 1 else None
-        lo, hi = ranges.get(name, (None, None))   # a static tensor, calibrated: one value
-        return lo if lo is not None and lo == hi else None
-
-    def fold(t: str, scale: float) -> tuple[str, float, list]:
-        """Absorb the walk's steps while multipliers are positive scalars.
-
-        Returns the tensor to quantize, its scale, and the layout nodes to re-apply to the
-        quantized tensor (in the order they ran).
-        """
-        layout = []
-        for node, mult in gr.walk(t):
-            if mult is not None:
-                c = multiplier(mult)
-                if c is None or c <= 0:
-                    break
-                scale /= c
-                t = next(i for i in node.input if i != mult)
-            else:
-                layout.insert(0, node)
-                t = node.input[0]
-            dropped.add(id(node))
-        return t, scale, layout
-
     for n in g.node:
-        if n.name not in wanted:
-            continue
-        if n.op_type != 'MatMul' or any(gr.static(i) for i in n.input):
-            raise UserError(f'{n.name}: not a MatMul of two activations ({n.op_type})')
-        a, b = n.input[:2]
-        pre = n.name
-        sa, za = _u8_params(*ranges[a])   # a softmax output: [0, clip], zero point 0
-        sb = _s8_scale(*ranges[b])
-        a_src, sa_src, a_layout = fold(a, sa)
-        b_src, sb_src, b_layout = fold(b, sb)
-        out = []
-        for side, src_t, s, z, dtype, layout in (('a', a_src, sa_src, za, np.uint8, a_layout),
-                                                 ('b', b_src, sb_src, 0, np.int8, b_layout)):
-            new_inits += [numpy_helper.from_array(np.array(s, np.float32), f'{pre}/{side}_qscale'),
-                          numpy_helper.from_array(np.array(z, dtype), f'{pre}/{side}_zero')]
-            q = f'{pre}/{side}_q'
-            out.append(helper.make_node('QuantizeLinear', [src_t, f'{pre}/{side}_qscale',
-                                                           f'{pre}/{side}_zero'], [q],
-                                        name=f'{pre}/{side}_quantize'))
-            for k, node in enumerate(layout):   # the layout changes now move 8-bit integers
-                moved = onnx.NodeProto()
-                moved.CopyFrom(node)
-                moved.name = f'{pre}/{side}_{node.op_type}{k}'
-                moved.input[0] = q
-                del moved.output[:]
-                q = f'{pre}/{side}_q{k}'
-                moved.output.append(q)
-                out.append(moved)
-            if side == 'a':
-                qa = q
-            else:
-                qb = q
-        # quantized from the unfolded source with scale s' = s / c, the integers equal those of
-        # the operand itself with scale s, so the rescale uses the operands' own scales
-        new_inits += [numpy_helper.from_array(np.array(sa, np.float32), f'{pre}/a_scale'),
-                      numpy_helper.from_array(np.array(sb, np.float32), f'{pre}/b_scale')]
-        out.append(helper.make_node(
-            'MatMulIntegerToFloat', [qa, qb, f'{pre}/a_scale', f'{pre}/b_scale', f'{pre}/a_zero'],
-            [n.output[0]], name=pre, domain='com.microsoft'))
-        replace[pre] = out
+        if n.name in wanted:
+            replace[n.name], inits = _rewrite_matmul(n, gr, g, ranges, dropped)
+            new_inits += inits
     missing = wanted - set(replace)
     if missing:
         raise UserError(f'nodes not in the model: {sorted(missing)}')
@@ -262,6 +278,4 @@ def quantize_activation_matmuls(src: str | os.PathLike, dst: str | os.PathLike,
     g.initializer.extend(new_inits)
     if not any(o.domain == 'com.microsoft' for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid('com.microsoft', 1))
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(dst))
-    return Path(dst)
+    return atomic_write_bytes(dst, model.SerializeToString())

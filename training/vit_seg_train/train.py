@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from vit_seg_train.config import build_model, card_from_config, load_config, save_config
 from vit_seg_node.core.datasets import (class_frequencies, median_frequency_weights,
@@ -33,7 +33,7 @@ from vit_seg_train.evaluate import evaluate_model
 from vit_seg_train.fakequant import plain_state_dict
 from vit_seg_train.transforms import TrainTransform
 from vit_seg_node.core.errors import UserError
-from vit_seg_node.core.io import atomic_write_text
+from vit_seg_node.core.io import atomic_write_bytes, write_json
 
 LAST = 'last.pt'
 BEST = 'best.safetensors'
@@ -137,21 +137,12 @@ def resolve(cfg: dict[str, Any], train_set: SegmentationDataset) -> dict[str, An
     return cfg
 
 
-def train(config_path: str, resume: bool = False, overrides: Optional[dict] = None) -> dict:
-    """Train from a config file; return the final summary (best val mIoU, steps, seconds)."""
+def load_run_config(config_path: str, resume: bool, overrides: Optional[dict]) -> dict:
+    """Return the run's config: the file's, or on resume the resolved one saved beside it."""
     cfg = load_config(config_path)
     if overrides:
         from vit_seg_train.config import _merge
         cfg = _merge(cfg, overrides)
-    world, rank, local = _dist_info()
-    if world > 1:
-        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-    device = f'cuda:{local}' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda'):
-        torch.cuda.set_device(local)
-    tc = cfg['train']
-    if tc['threads']:
-        torch.set_num_threads(int(tc['threads']))
     out = Path(cfg['output_dir'])
     last = out / LAST
     if last.exists() and not resume:
@@ -161,153 +152,221 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
         # The resolved config saved beside the checkpoint wins: rebuild from it, not from flags.
         saved = load_config(out / 'config.yaml')
         saved['train']['epochs'] = cfg['train']['epochs']  # allow extending a finished run
-        cfg = saved
-        tc = cfg['train']
-    out.mkdir(parents=True, exist_ok=True)
+        return saved
+    return cfg
 
+
+def make_datasets(cfg: dict) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """Return the augmented training set and the raw validation set of a config."""
     d = cfg['data']
-    card = card_from_config(cfg, name=Path(cfg['output_dir']).name)
     transform = TrainTransform(crop=d.get('crop') or cfg['model']['img_size'], mean=d['mean'],
                                std=d['std'], ignore_index=d['ignore_index'], seed=cfg['seed'],
                                scale_range=d['scale_range'], jitter=d['jitter'],
                                stretch=d.get('stretch', False), size=cfg['model']['img_size'])
-    train_set = SegmentationDataset(d['root'], d['train_split'], transform, cache=d['cache'])
-    val_set = SegmentationDataset(d['root'], d['val_split'], None, cache=d['cache'])
-    if not cfg.get('resolved'):
-        cfg = resolve(cfg, train_set)
-    cfg['command'] = ' '.join(shlex.quote(a) for a in sys.argv)
-    if rank == 0:
-        save_config(cfg, out / 'config.yaml')
+    return (SegmentationDataset(d['root'], d['train_split'], transform, cache=d['cache']),
+            SegmentationDataset(d['root'], d['val_split'], None, cache=d['cache']))
 
-    torch.manual_seed(cfg['seed'])
-    model = build_model(cfg)
-    if tc.get('init_from') and not (resume and last.exists()):
-        from vit_seg_train.checkpoint import load_state_dict
 
-        model.load_state_dict(load_state_dict(tc['init_from']), strict=True)
-    if tc.get('fake_quant'):
-        # decoder adaptation / QAT under INT8 fake quantization (vit_seg_train.fakequant); the
-        # scales
-        # are calibrated once here, or come back with the model state on resume
-        from vit_seg_train.fakequant import calibrate_on_split, quantize_model
-
-        fq = tc['fake_quant']
-        quantize_model(model, fq.get('plan'), calibrator=fq.get('calibrator', 'minmax'))
-        if not (resume and last.exists()):
-            calibrate_on_split(model, d['root'], d['train_split'], card, int(fq.get('frames', 16)))
-    model = model.to(device)
-    if tc.get('trainable', 'all') == 'decoder':    # decoder adaptation: the encoder is frozen
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-    elif tc.get('trainable', 'all') != 'all':
-        raise UserError(f'train.trainable must be all or decoder, got {tc["trainable"]!r}')
-    teacher = build_teacher(cfg, device) if tc.get('distill') else None
-    steps_per_epoch = len(train_set) // (tc['batch_size'] * world)
-    if steps_per_epoch == 0:
-        raise UserError(f'{len(train_set)} training frames cannot fill one batch of '
-                        f'{tc["batch_size"] * world}')
-    total = tc['epochs'] * steps_per_epoch
-    if tc['max_steps']:
-        total = min(total, int(tc['max_steps']))
+def make_optimizer(model: nn.Module, tc: dict) -> torch.optim.Optimizer:
+    """Return AdamW with weight decay on weights only (not norms, biases, embeddings)."""
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 or n.endswith(('pos_embed', 'cls_token', 'cls_emb')) else
          decay).append(p)
-    opt = torch.optim.AdamW([{'params': decay, 'weight_decay': tc['weight_decay']},
-                             {'params': no_decay, 'weight_decay': 0.0}], lr=tc['lr'])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc, total))
-    weights = torch.tensor(d['class_weights'], dtype=torch.float32, device=device)
-    step, best, t_used = 0, -1.0, 0.0
-    if resume and last.exists():
-        ck = torch.load(last, map_location='cpu', weights_only=True)
-        model.load_state_dict(ck['model'])
-        opt.load_state_dict(ck['optimizer'])
-        sched.load_state_dict(ck['scheduler'])
-        torch.set_rng_state(ck['rng_cpu'])
-        if device.startswith('cuda') and 'rng_cuda' in ck:
-            torch.cuda.set_rng_state(ck['rng_cuda'])
-        step, best, t_used = int(ck['step']), float(ck['best']), float(ck['seconds'])
-    log = CsvLog(out / 'metrics.csv', step if resume else None) if rank == 0 else None
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device != 'cpu' else
-                                              None) if world > 1 else model
-    use_amp = tc['amp'] == 'bf16' or (tc['amp'] == 'auto' and device.startswith('cuda'))
-    amp_dtype = torch.bfloat16 if use_amp else None
-    loader_gen = torch.Generator().manual_seed(cfg['seed'])
+    return torch.optim.AdamW([{'params': decay, 'weight_decay': tc['weight_decay']},
+                              {'params': no_decay, 'weight_decay': 0.0}], lr=tc['lr'])
 
-    def state() -> dict[str, Any]:
-        s = {'model': model.state_dict(), 'optimizer': opt.state_dict(),
-             'scheduler': sched.state_dict(), 'rng_cpu': torch.get_rng_state(), 'step': step,
-             'best': best, 'seconds': t_used + time.time() - t_start}
-        if device.startswith('cuda'):
+
+class Run:
+    """One training run: model, optimiser, schedule, logs and checkpoints of ``output_dir``."""
+
+    def __init__(self, cfg: dict, resume: bool) -> None:
+        self.world, self.rank, self.local = _dist_info()
+        if self.world > 1:
+            dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+        self.device = f'cuda:{self.local}' if torch.cuda.is_available() else 'cpu'
+        if self.device.startswith('cuda'):
+            torch.cuda.set_device(self.local)
+        if cfg['train']['threads']:
+            torch.set_num_threads(int(cfg['train']['threads']))
+        self.out = Path(cfg['output_dir'])
+        self.last = self.out / LAST
+        self.resuming = resume and self.last.exists()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.train_set, self.val_set = make_datasets(cfg)
+        if not cfg.get('resolved'):
+            cfg = resolve(cfg, self.train_set)
+        cfg['command'] = ' '.join(shlex.quote(a) for a in sys.argv)
+        if self.rank == 0:
+            save_config(cfg, self.out / 'config.yaml')
+        self.cfg, self.tc = cfg, cfg['train']
+        self.card = card_from_config(cfg, name=self.out.name)
+        torch.manual_seed(cfg['seed'])
+        self.model = self._build_model()
+        self.teacher = build_teacher(cfg, self.device) if self.tc.get('distill') else None
+        self.steps_per_epoch = len(self.train_set) // (self.tc['batch_size'] * self.world)
+        if self.steps_per_epoch == 0:
+            raise UserError(f'{len(self.train_set)} training frames cannot fill one batch of '
+                            f'{self.tc["batch_size"] * self.world}')
+        self.total = self.tc['epochs'] * self.steps_per_epoch
+        if self.tc['max_steps']:
+            self.total = min(self.total, int(self.tc['max_steps']))
+        self.opt = make_optimizer(self.model, self.tc)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.tc, self.total))
+        self.weights = torch.tensor(cfg['data']['class_weights'], dtype=torch.float32,
+                                    device=self.device)
+        self.step, self.best, self.t_used = 0, -1.0, 0.0
+        if self.resuming:
+            self._restore()
+        self.log = CsvLog(self.out / 'metrics.csv', self.step if resume else None) \
+            if self.rank == 0 else None
+        self.ddp = nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.local] if self.device != 'cpu' else None) \
+            if self.world > 1 else self.model
+        amp = self.tc['amp']
+        use_amp = amp == 'bf16' or (amp == 'auto' and self.device.startswith('cuda'))
+        self.amp_dtype = torch.bfloat16 if use_amp else None
+        self.loader_gen = torch.Generator().manual_seed(cfg['seed'])
+
+    def _build_model(self) -> nn.Module:
+        tc, d = self.tc, self.cfg['data']
+        model = build_model(self.cfg)
+        if tc.get('init_from') and not self.resuming:
+            from vit_seg_train.checkpoint import load_state_dict
+
+            model.load_state_dict(load_state_dict(tc['init_from']), strict=True)
+        if tc.get('fake_quant'):
+            # decoder adaptation / QAT under INT8 fake quantization (vit_seg_train.fakequant):
+            # scales calibrated once here, or restored with the model state on resume
+            from vit_seg_train.fakequant import calibrate_on_split, quantize_model
+
+            fq = tc['fake_quant']
+            quantize_model(model, fq.get('plan'), calibrator=fq.get('calibrator', 'minmax'))
+            if not self.resuming:
+                calibrate_on_split(model, d['root'], d['train_split'], self.card,
+                                   int(fq.get('frames', 16)))
+        model = model.to(self.device)
+        if tc.get('trainable', 'all') == 'decoder':    # decoder adaptation: encoder frozen
+            for p in model.encoder.parameters():
+                p.requires_grad_(False)
+        elif tc.get('trainable', 'all') != 'all':
+            raise UserError(f'train.trainable must be all or decoder, got {tc["trainable"]!r}')
+        return model
+
+    def _restore(self) -> None:
+        ck = torch.load(self.last, map_location='cpu', weights_only=True)
+        self.model.load_state_dict(ck['model'])
+        self.opt.load_state_dict(ck['optimizer'])
+        self.sched.load_state_dict(ck['scheduler'])
+        torch.set_rng_state(ck['rng_cpu'])
+        if self.device.startswith('cuda') and 'rng_cuda' in ck:
+            torch.cuda.set_rng_state(ck['rng_cuda'])
+        self.step, self.best, self.t_used = int(ck['step']), float(ck['best']), \
+            float(ck['seconds'])
+
+    def state(self) -> dict[str, Any]:
+        """Return everything a bit-exact resume needs."""
+        s = {'model': self.model.state_dict(), 'optimizer': self.opt.state_dict(),
+             'scheduler': self.sched.state_dict(), 'rng_cpu': torch.get_rng_state(),
+             'step': self.step, 'best': self.best, 'seconds': self.seconds()}
+        if self.device.startswith('cuda'):
             s['rng_cuda'] = torch.cuda.get_rng_state()
         return s
 
-    def batches(epoch: int, skip: int) -> Iterator:
-        keys = epoch_batches(len(train_set), tc['batch_size'], cfg['seed'], epoch, world, rank)
+    def seconds(self) -> float:
+        """Return the training time so far, over all resumed pieces of the run."""
+        return self.t_used + time.time() - self.t_start
+
+    def batches(self, epoch: int, skip: int) -> Iterator:
+        """Return this rank's batches of ``epoch`` from batch ``skip`` on."""
+        keys = epoch_batches(len(self.train_set), self.tc['batch_size'], self.cfg['seed'], epoch,
+                             self.world, self.rank)
         return iter(torch.utils.data.DataLoader(
-            train_set, batch_sampler=keys[skip:], num_workers=tc['num_workers'],
-            collate_fn=_collate, generator=loader_gen, pin_memory=device != 'cpu',
+            self.train_set, batch_sampler=keys[skip:], num_workers=self.tc['num_workers'],
+            collate_fn=_collate, generator=self.loader_gen, pin_memory=self.device != 'cpu',
             persistent_workers=False))
 
-    t_start = time.time()
-    progress = _progress(total, step, disable=rank != 0)
-    while step < total:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        set_train_mode(model, tc.get('freeze_bn', False))
-        for x, y in batches(epoch, in_epoch):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.split(':')[0], dtype=amp_dtype or torch.float32,
-                                enabled=use_amp):
-                logits = ddp(x).float()
-            loss = F.cross_entropy(logits, y, weight=weights, ignore_index=d['ignore_index'])
-            if teacher is not None:
-                with torch.no_grad():
-                    target = teacher(x).float()
-                loss = loss + distillation_loss(logits, target, tc['distill'])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc['grad_clip']:
-                nn.utils.clip_grad_norm_(model.parameters(), tc['grad_clip'])
-            opt.step()
-            sched.step()
-            step += 1
-            progress.update(1)
-            if rank == 0 and (step % tc['log_every'] == 0 or step == total):
-                log.write(step=step, epoch=epoch, loss=f'{loss.item():.5f}',
-                          lr=f'{sched.get_last_lr()[0]:.3e}',
-                          seconds=f'{t_used + time.time() - t_start:.1f}')
-                progress.set_postfix(loss=f'{loss.item():.3f}', epoch=epoch)
-            epoch_end = step % steps_per_epoch == 0
-            if epoch_end and ((epoch + 1) % tc['eval_every'] == 0 or step == total):
-                if rank == 0:
-                    rep = evaluate_model(model, val_set, card, device, amp_dtype=amp_dtype)
-                    log.write(step=step, epoch=epoch, val_miou=f'{rep["miou"]:.5f}',
-                              val_pixel_acc=f'{rep["pixel_acc"]:.5f}',
-                              seconds=f'{t_used + time.time() - t_start:.1f}')
-                    progress.write(f'epoch {epoch} step {step}: val mIoU {rep["miou"]:.4f}')
-                    if rep['miou'] > best:
-                        best = rep['miou']
-                        save_file({k: v.detach().cpu().contiguous() for k, v in
-                                   plain_state_dict(model).items()}, str(out / BEST))
-                        atomic_write_text(out / 'best.json', json.dumps(
-                            {'step': step, 'epoch': epoch, **rep}, indent=2))
-                    set_train_mode(model, tc.get('freeze_bn', False))
-            if rank == 0 and (step % tc['checkpoint_every'] == 0 or epoch_end or step == total):
-                save_checkpoint(last, state())
-            if world > 1 and epoch_end:
-                dist.barrier()
-            if step >= total:
-                break
-    progress.close()
-    summary = {'best_val_miou': best, 'steps': step, 'seconds': t_used + time.time() - t_start,
-               'device': torch.cuda.get_device_name(local) if device != 'cpu' else 'cpu'}
-    if rank == 0:
-        atomic_write_text(out / 'summary.json', json.dumps(summary, indent=2))
-    if world > 1:
-        dist.destroy_process_group()
-    return summary
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step; return the loss."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with torch.autocast(device_type=self.device.split(':')[0],
+                            dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logits = self.ddp(x).float()
+        loss = F.cross_entropy(logits, y, weight=self.weights,
+                               ignore_index=self.cfg['data']['ignore_index'])
+        if self.teacher is not None:
+            with torch.no_grad():
+                target = self.teacher(x).float()
+            loss = loss + distillation_loss(logits, target, self.tc['distill'])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.tc['grad_clip']:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.tc['grad_clip'])
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return loss
+
+    def validate(self, epoch: int, progress) -> None:
+        """Score on the validation split; keep the best weights (rank 0)."""
+        rep = evaluate_model(self.model, self.val_set, self.card, self.device,
+                             amp_dtype=self.amp_dtype)
+        self.log.write(step=self.step, epoch=epoch, val_miou=f'{rep["miou"]:.5f}',
+                       val_pixel_acc=f'{rep["pixel_acc"]:.5f}', seconds=f'{self.seconds():.1f}')
+        progress.write(f'epoch {epoch} step {self.step}: val mIoU {rep["miou"]:.4f}')
+        if rep['miou'] > self.best:
+            self.best = rep['miou']
+            data = save({k: v.detach().cpu().contiguous() for k, v in
+                         plain_state_dict(self.model).items()})
+            atomic_write_bytes(self.out / BEST, data)
+            write_json(self.out / 'best.json', {'step': self.step, 'epoch': epoch, **rep})
+
+    def run(self) -> dict:
+        """Train to the end (or on from a checkpoint); return the summary."""
+        tc = self.tc
+        self.t_start = time.time()
+        progress = _progress(self.total, self.step, disable=self.rank != 0)
+        while self.step < self.total:
+            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            set_train_mode(self.model, tc.get('freeze_bn', False))
+            for x, y in self.batches(epoch, in_epoch):
+                loss = self.train_step(x, y)
+                progress.update(1)
+                if self.rank == 0 and (self.step % tc['log_every'] == 0
+                                       or self.step == self.total):
+                    self.log.write(step=self.step, epoch=epoch, loss=f'{loss.item():.5f}',
+                                   lr=f'{self.sched.get_last_lr()[0]:.3e}',
+                                   seconds=f'{self.seconds():.1f}')
+                    progress.set_postfix(loss=f'{loss.item():.3f}', epoch=epoch)
+                epoch_end = self.step % self.steps_per_epoch == 0
+                if epoch_end and ((epoch + 1) % tc['eval_every'] == 0 or self.step == self.total):
+                    if self.rank == 0:
+                        self.validate(epoch, progress)
+                        set_train_mode(self.model, tc.get('freeze_bn', False))
+                if self.rank == 0 and (self.step % tc['checkpoint_every'] == 0 or epoch_end
+                                       or self.step == self.total):
+                    save_checkpoint(self.last, self.state())
+                if self.world > 1 and epoch_end:
+                    dist.barrier()
+                if self.step >= self.total:
+                    break
+        progress.close()
+        summary = {'best_val_miou': self.best, 'steps': self.step, 'seconds': self.seconds(),
+                   'device': torch.cuda.get_device_name(self.local) if self.device != 'cpu'
+                   else 'cpu'}
+        if self.rank == 0:
+            write_json(self.out / 'summary.json', summary)
+        if self.world > 1:
+            dist.destroy_process_group()
+        return summary
+
+
+def train(config_path: str, resume: bool = False, overrides: Optional[dict] = None) -> dict:
+    """Train from a config file; return the final summary (best val mIoU, steps, seconds)."""
+    return Run(load_run_config(config_path, resume, overrides), resume).run()
 
 
 def build_teacher(cfg: dict[str, Any], device: str) -> nn.Module:

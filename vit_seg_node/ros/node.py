@@ -76,6 +76,23 @@ PARAMETERS: dict[str, Param] = {
 }
 
 
+def parameter_table() -> str:
+    """Return the parameters as the README's Markdown table (a test keeps the README equal)."""
+    rows = ['| parameter | default | range / choices | restart | what |', '|---|---|---|---|---|']
+    for name, p in PARAMETERS.items():
+        if p.choices:
+            allowed = ' \\| '.join(p.choices)
+        elif p.low is not None:
+            allowed = f'{p.low:g} .. {p.high:g}'
+        else:
+            allowed = 'true \\| false' if isinstance(p.default, bool) else 'path'
+        default = repr(p.default) if p.default == '' else str(p.default).lower() \
+            if isinstance(p.default, bool) else str(p.default)
+        rows.append(f'| `{name}` | `{default}` | {allowed} | {"yes" if p.read_only else ""} | '
+                    f'{p.description} |')
+    return '\n'.join(rows) + '\n'
+
+
 class StartupError(Exception):
     """The node cannot start (missing or invalid model, bad parameters)."""
 
