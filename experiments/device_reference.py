@@ -18,6 +18,7 @@ from pathlib import Path
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import yaml
@@ -68,9 +69,7 @@ def main() -> None:
     ap.add_argument('--out', required=True)
     args = ap.parse_args()
     base = yaml.safe_load(open(args.config))
-    work = Path('/tmp/runs')
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = Path(tempfile.mkdtemp(prefix='vit_seg_gpu_'))   # its own folder: nothing else removed
     out = Path(args.out)
     common = {'data': {'root': args.data}}
     # 1. probe: both runs at once, 60 steps

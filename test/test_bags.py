@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -151,3 +154,50 @@ def test_demo_runs_on_a_shortened_bag(tmp_path):
     assert rep['num_frames'] == 5 and rep['answered'] == 5
     assert rep['miou'] > 0.3
     assert '| frames |' in r.stdout
+
+
+def test_damaged_mcap_chunk_ends_the_stream_counted(camvid_mini, tmp_path):
+    from vit_seg_node.eval.replay import open_reader, read_messages
+
+    bag = tmp_path / 'bag'
+    make_bag(camvid_mini / 'val', bag, labels=camvid_mini / 'valannot')   # zstd chunks
+    f = next(bag.glob('*.mcap'))
+    data = bytearray(f.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4096] = bytes(4096)    # zero a stretch inside a compressed chunk
+    f.write_bytes(bytes(data))
+    skipped = collections.Counter()
+    reader = open_reader(bag)
+    try:
+        got = list(read_messages(reader, reader.connections, skipped))
+    finally:
+        reader.close()
+    assert skipped['corrupt_storage'] == 1 and len(got) < 3 * len(list(
+        (camvid_mini / 'val').glob('*.png')))
+
+
+def test_sigterm_to_replay_stops_its_node(camvid_mini, tmp_path):
+    import psutil
+
+    bag = tmp_path / 'bag'
+    make_bag(camvid_mini / 'val', bag, rate=0.2)   # slow: the replay is still running
+    proc = subprocess.Popen(VIT_SEG + ['replay', '--bag', str(bag), '--json',
+                                       str(tmp_path / 'r.json'), '--domain-id', str(DOMAIN)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    me = psutil.Process(proc.pid)
+
+    def node_children():
+        return [c for c in me.children(recursive=True)
+                if 'vit_seg_node.ros.node' in ' '.join(c.cmdline())]
+    deadline = time.time() + 60
+    while time.time() < deadline and not node_children():
+        time.sleep(0.2)
+    nodes = node_children()
+    assert nodes, 'the replay never started its node'
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    gone, alive = psutil.wait_procs(nodes, timeout=15)
+    for p in alive:
+        p.kill()
+    assert not alive, 'the node outlived the replay'

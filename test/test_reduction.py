@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -151,7 +150,6 @@ def test_fvcore_matches_analytic_formula():
     saving = analytic_vit_macs([24] * 4, 32) - analytic_vit_macs(counts, 32)
     assert saving > 0
     assert abs((full - reduced) - saving) / saving < 0.1
-    assert np.isfinite(reduced)
 
 
 def test_gradients_through_merges_match_finite_differences():

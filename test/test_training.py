@@ -230,3 +230,14 @@ def test_publish_writes_fp16_weights_that_rebuild(tmp_path):
                  str(ROOT / 'test' / 'data' / 'camvid_mini'), '--fake-quant', '2', '--json',
                  str(rep)]) == 0
     assert json.loads(rep.read_text())['fake_quant_calibration_frames'] == 2
+
+
+def test_resume_from_a_truncated_checkpoint_is_one_line(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=2)
+    train(str(cfg))
+    last = tmp_path / 'run' / 'last.pt'
+    last.write_bytes(last.read_bytes()[:1000])
+    r = subprocess.run([sys.executable, '-m', 'vit_seg_node.cli', 'train', '--config', str(cfg),
+                        '--resume'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert 'cannot resume' in r.stderr and 'Traceback' not in r.stderr

@@ -31,20 +31,24 @@ def command_line() -> str:
 # ----------------------------------------------------------------------------- infer
 def cmd_infer(a: argparse.Namespace) -> int:
     """Segment one image and write its colour mask (and optionally an overlay)."""
-    from vit_seg_node.pipeline import SegmentationPipeline, read_rgb, write_rgb
+    from vit_seg_node.pipeline import (check_image_path, read_rgb, SegmentationPipeline,
+                                       write_image)
     from vit_seg_node.core.processing import colorize, overlay
 
+    if not 0.0 <= a.alpha <= 1.0:   # also refuses nan
+        raise UserError(f'--alpha must be in [0, 1], got {a.alpha}')
+    for path in (a.out, a.overlay, a.labels):   # every output checked before any is written
+        if path:
+            check_image_path(path)
     image = read_rgb(a.image)
     pipe = SegmentationPipeline(a.model, backend=a.backend, threads=a.threads)
     result = pipe(image)
     color = colorize(result.labels, pipe.card)
-    write_rgb(a.out, color)
+    write_image(a.out, color)
     if a.overlay:
-        write_rgb(a.overlay, overlay(image, color, a.alpha))
+        write_image(a.overlay, overlay(image, color, a.alpha))
     if a.labels:
-        import cv2
-
-        cv2.imwrite(str(a.labels), result.labels)
+        write_image(a.labels, result.labels)
     print(f'{a.out}: {image.shape[1]}x{image.shape[0]}, pre {result.pre_ms:.1f} ms, '
           f'infer {result.infer_ms:.1f} ms, post {result.post_ms:.1f} ms')
     return 0
@@ -61,6 +65,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
                         'with --model and without --limit')
     if a.fake_quant and not a.checkpoint:
         raise UserError('--fake-quant needs --checkpoint')
+    if a.limit is not None and a.limit < 1:
+        raise UserError(f'--limit must be at least 1, got {a.limit}')
     dataset = SegmentationDataset(a.data, a.split, None, cache=False)
     options = {'threads': a.threads}
     if a.checkpoint:   # INT8 fake quantization, calibrated on frames of the fit split
@@ -79,10 +85,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.record:
         pipe.card.metrics = {k: v for k, v in report.items() if k != 'frames'}
         save_card(pipe.card, pipe.model_path)
-    per_class = ', '.join(f'{k} {"-" if v is None else format(v, ".2f")}'
-                          for k, v in report['per_class_iou'].items())
-    print(f'{pipe.model_path} on {a.data}/{a.split}: mIoU {report["miou"]:.4f}, pixel acc '
-          f'{report["pixel_acc"]:.4f}, {report["num_images"]} images\nper class: {per_class}')
+    num = (lambda v, f: '-' if v is None or v != v else format(v, f))   # None, nan: no pixels
+    per_class = ', '.join(f'{k} {num(v, ".2f")}' for k, v in report['per_class_iou'].items())
+    print(f'{pipe.model_path} on {a.data}/{a.split}: mIoU {num(report["miou"], ".4f")}, pixel '
+          f'acc {num(report["pixel_acc"], ".4f")}, {report["num_images"]} images\n'
+          f'per class: {per_class}')
     return 0
 
 
@@ -110,16 +117,15 @@ def cmd_models(a: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- build-engine
 def cmd_build_engine(a: argparse.Namespace) -> int:
     """Build (or reuse) a TensorRT engine from an exported ONNX file."""
-    import shutil
-
     from vit_seg_node.backends.tensorrt_backend import build_or_reuse
     from vit_seg_node.core.card import card_path_for, load_card
+    from vit_seg_node.core.io import copy_atomic
 
     card = load_card(a.onnx)
     cached = build_or_reuse(a.onnx, card, cache_dir=a.cache_dir, force=a.force)
     if a.out:
-        shutil.copy(cached, a.out)
-        shutil.copy(card_path_for(a.onnx), card_path_for(a.out))
+        copy_atomic(cached, a.out)
+        copy_atomic(card_path_for(a.onnx), card_path_for(a.out))
         print(f'{a.out} (cached as {cached})')
     return 0
 

@@ -77,18 +77,41 @@ class SegmentationPipeline:
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB uint8; raise UserError if it is missing or unreadable."""
+    from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS, encoded_size
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f'image not found: {p}')
+    with open(p, 'rb') as f:
+        size = encoded_size(f.read(65536))
+    if size is not None and size[0] * size[1] > DEFAULT_MAX_PIXELS:
+        raise UserError(f'image {p} declares {size[0]}x{size[1]} pixels, more than '
+                        f'{DEFAULT_MAX_PIXELS}')
     img = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if img is None:
         raise UserError(f'cannot decode image: {p}')
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def write_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an RGB uint8 image (format from the suffix)."""
+def check_image_path(path: str | os.PathLike) -> Path:
+    """Return ``path`` if OpenCV can write its format; UserError otherwise."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(p), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise UserError(f'cannot write image: {p}')
+    if not p.suffix or not cv2.haveImageWriter(str(p)):
+        raise UserError(f'cannot write image {p}: unknown format {p.suffix!r} (use .png or .jpg)')
+    return p
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB (HxWx3) or single-channel (HxW) uint8 image atomically, format by suffix.
+
+    An unknown suffix, a folder that cannot be created or a failed write is a UserError; the
+    target is never left half-written.
+    """
+    from vit_seg_node.core.io import atomic_write_bytes
+
+    p = check_image_path(path)
+    data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, buf = cv2.imencode(p.suffix, data)
+    if not ok:
+        raise UserError(f'cannot encode image {p}')
+    atomic_write_bytes(p, buf.tobytes())

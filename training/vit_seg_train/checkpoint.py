@@ -22,13 +22,18 @@ def load_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(checkpoint)
     if not p.is_file():
         raise UserError(f'checkpoint not found: {p}')
-    if p.suffix == '.safetensors':
-        from safetensors.torch import load_file
+    try:
+        if p.suffix == '.safetensors':
+            from safetensors.torch import load_file
 
-        sd = load_file(str(p))
-    else:
-        obj = torch.load(p, map_location='cpu', weights_only=True)
-        sd = obj['model'] if isinstance(obj, dict) and 'model' in obj else obj
+            sd = load_file(str(p))
+        else:
+            obj = torch.load(p, map_location='cpu', weights_only=True)
+            sd = obj['model'] if isinstance(obj, dict) and 'model' in obj else obj
+    except Exception as exc:   # safetensors, pickle and zip each raise their own types
+        raise UserError(f'cannot read checkpoint {p}: {type(exc).__name__}: {exc}') from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f'checkpoint {p} holds no state dict of tensors')
     return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.card import CAMVID_CLASSES, CAMVID_IGNORE_INDEX, CAMVID_PALETTE, ModelCard
-from vit_seg_node.core.io import atomic_write_text
+from vit_seg_node.core.io import atomic_write_text, load_yaml
 
 DEFAULTS: dict[str, Any] = {
     'seed': 0,
@@ -58,11 +58,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f'config not found: {p}')
-    try:
-        with open(p, encoding='utf-8') as f:
-            doc = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f'config {p} is not valid YAML: {exc}') from None
+    doc = load_yaml(p, 'config') or {}
     if not isinstance(doc, dict):
         raise UserError(f'config {p} must be a mapping')
     unknown = set(doc) - set(DEFAULTS) - {'command', 'resolved'}

@@ -256,7 +256,11 @@ class Run:
         return model
 
     def _restore(self) -> None:
-        ck = torch.load(self.last, map_location='cpu', weights_only=True)
+        try:
+            ck = torch.load(self.last, map_location='cpu', weights_only=True)
+        except Exception as exc:   # truncated or corrupt: zip and pickle raise their own types
+            raise UserError(f'cannot resume from {self.last}: {type(exc).__name__}: {exc} '
+                            f'(remove it to start the run again)') from None
         self.model.load_state_dict(ck['model'])
         self.opt.load_state_dict(ck['optimizer'])
         self.sched.load_state_dict(ck['scheduler'])

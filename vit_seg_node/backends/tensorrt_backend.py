@@ -24,7 +24,6 @@ import hashlib
 import os
 from pathlib import Path
 import re
-import shutil
 import time
 from typing import Callable, Optional, Sequence
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from vit_seg_node.backends.base import BackendError
 from vit_seg_node.core.card import card_path_for, ModelCard
+from vit_seg_node.core.io import atomic_write_bytes, copy_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,13 +211,9 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f'TensorRT failed to build an engine from {onnx_path}')
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + '.tmp')
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, out_path)
+    out_path = atomic_write_bytes(out_path, bytes(serialized))
     if timing_cache:
-        Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     log(f'build-engine: {out_path} built in {time.time() - t0:.0f} s')
     return out_path
 
@@ -235,7 +231,7 @@ def build_or_reuse(onnx_path: str | os.PathLike, card: ModelCard,
     else:
         build_engine(onnx_path, path, timing_cache=cache_dir / 'timing.cache', log=log)
     if not card_path_for(path).is_file():
-        shutil.copy(card_path_for(onnx_path), card_path_for(path))
+        copy_atomic(card_path_for(onnx_path), card_path_for(path))
     return path
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from vit_seg_node.core.errors import UserError
-from vit_seg_node.core.io import atomic_write_text
+from vit_seg_node.core.io import atomic_write_text, load_yaml
 
 CARD_FORMAT = 'vit_seg_node/model-card/1'
 CARD_SUFFIX = '.card.yaml'
@@ -143,10 +143,9 @@ def load_card(model_path: str | os.PathLike) -> ModelCard:
     if not path.is_file():
         raise ModelCardError(f'model card not found: {path} (every model needs one beside it)')
     try:
-        with open(path, encoding='utf-8') as f:
-            doc = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelCardError(f'cannot read model card {path}: {exc}') from None
+        doc = load_yaml(path, 'model card')
+    except UserError as exc:
+        raise ModelCardError(str(exc)) from None
     return ModelCard.from_dict(doc)
 
 

@@ -123,6 +123,15 @@ def read_label(path: Path) -> np.ndarray:
     return lbl.astype(np.uint8)
 
 
+def read_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Read a frame and its label map; DatasetError when their sizes differ."""
+    image, label = read_image(sample.image), read_label(sample.label)
+    if image.shape[:2] != label.shape:
+        raise DatasetError(f'label map {sample.label} is {label.shape[1]}x{label.shape[0]}, its '
+                           f'frame {image.shape[1]}x{image.shape[0]}')
+    return image, label
+
+
 class SegmentationDataset:
     """A map-style dataset over ``find_split``; items go through ``transform``.
 
@@ -137,7 +146,7 @@ class SegmentationDataset:
         self.transform = transform
         self._cache: Optional[list[tuple[np.ndarray, np.ndarray]]] = None
         if cache:
-            self._cache = [(read_image(s.image), read_label(s.label)) for s in self.samples]
+            self._cache = [read_pair(s) for s in self.samples]
 
     def __len__(self) -> int:
         """Return the number of frames."""
@@ -147,8 +156,7 @@ class SegmentationDataset:
         """Return the raw RGB frame and label map ``i``."""
         if self._cache is not None:
             return self._cache[i]
-        s = self.samples[i]
-        return read_image(s.image), read_label(s.label)
+        return read_pair(self.samples[i])
 
     def __getitem__(self, key):
         """Return ``transform(image, label, epoch=..., index=...)`` or the raw pair."""

@@ -13,6 +13,8 @@ from pathlib import Path
 import tempfile
 from typing import Any, Union
 
+import yaml
+
 from vit_seg_node.core.errors import UserError
 
 
@@ -38,6 +40,15 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
     return path
 
 
+def copy_atomic(src: Union[str, os.PathLike], dst: Union[str, os.PathLike]) -> Path:
+    """Copy a file so that ``dst`` is either the old file or the whole new one."""
+    try:
+        data = Path(src).read_bytes()
+    except OSError as exc:
+        raise UserError(f'cannot read {src}: {exc.strerror or exc}') from None
+    return atomic_write_bytes(dst, data)
+
+
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically; return the path."""
     return atomic_write_bytes(path, text.encode('utf-8'))
@@ -57,3 +68,35 @@ def finite(obj: Any) -> Any:
 def write_json(path: Union[str, os.PathLike], obj: Any) -> Path:
     """Write ``obj`` as indented, strictly valid JSON (non-finite numbers become null)."""
     return atomic_write_text(path, json.dumps(finite(obj), indent=2, allow_nan=False) + '\n')
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without anchors/aliases: no exponential expansion ('YAML bomb')."""
+
+    def compose_node(self, parent, index):
+        """Refuse an alias; otherwise compose as usual."""
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, 'aliases (*name) are not allowed',
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: Union[str, os.PathLike], what: str = 'file',
+              max_bytes: int = 1 << 20) -> Any:
+    """Read a small YAML document safely: no code, no aliases, at most ``max_bytes``, UTF-8.
+
+    Any problem is one UserError naming ``what`` and the path.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise UserError(f'{what} {p} is {size} bytes, more than {max_bytes}')
+        text = p.read_bytes().decode('utf-8')
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except UserError:
+        raise
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+            str(exc).replace('\n', ' ')
+        raise UserError(f'cannot read {what} {p}: {reason}') from None

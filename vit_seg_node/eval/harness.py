@@ -128,13 +128,13 @@ class NodeProcess:
     """``vit_seg_node`` in its own process on ``domain``; ``stop()`` always ends it."""
 
     def __init__(self, domain: int, params: dict[str, Any],
-                 args: Optional[list[str]] = None) -> None:
+                 args: Optional[list[str]] = None, env: Optional[dict[str, str]] = None) -> None:
         cmd = node_command() + ['--ros-args']
         for k, v in params.items():
             cmd += ['-p', f'{k}:={v}']
         cmd += args or []
-        env = {**os.environ, 'ROS_DOMAIN_ID': str(domain), 'PYTHONUNBUFFERED': '1',
-               'RCUTILS_LOGGING_BUFFERED_STREAM': '0'}
+        env = {**os.environ, **(env or {}), 'ROS_DOMAIN_ID': str(domain),
+               'PYTHONUNBUFFERED': '1', 'RCUTILS_LOGGING_BUFFERED_STREAM': '0'}
         self.lines: list[str] = []
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)

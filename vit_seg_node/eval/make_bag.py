@@ -8,9 +8,11 @@ Frames are written in file-name order (CamVid names sort by sequence and frame n
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 import shutil
+import tempfile
 from typing import Optional
 
 import cv2
@@ -93,20 +95,56 @@ def make_bag(images: str | os.PathLike, out: str | os.PathLike,
              rate: float = 1.0, compressed: bool = False, frame_id: str = 'camera',
              limit: Optional[int] = None, start_ns: int = 1_700_000_000 * 10 ** 9,
              compress_storage: bool = True, overwrite: bool = False) -> dict:
-    """Write the bag; return a summary (frames, topics, path)."""
+    """Write the bag (complete, or not at all); return a summary (frames, topics, path)."""
+    if storage not in ('mcap', 'sqlite3'):
+        raise UserError(f'storage must be mcap or sqlite3, got {storage!r}')
+    if not (math.isfinite(rate) and rate > 0):
+        raise UserError(f'rate must be a positive number, got {rate}')
+    if limit is not None and limit < 1:
+        raise UserError(f'limit must be at least 1, got {limit}')
+    frames = list_frames(Path(images), Path(labels) if labels else None)[:limit]
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f'{out} exists (rosbag2 writes a new directory)')
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
+    except OSError as exc:
+        raise UserError(f'cannot write {out}: {exc.strerror or exc}') from None
+    try:   # written beside the target, moved into place only when complete
+        summary = _write(frames, work / out.name, storage, rate, compressed, frame_id, start_ns,
+                         compress_storage, bool(labels))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work / out.name, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {**summary, 'bag': str(out)}
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise UserError(f'cannot decode {path}')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _read_label(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    lbl = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if lbl is None:
+        raise UserError(f'cannot decode {path}')
+    lbl = lbl[:, :, 0] if lbl.ndim == 3 else lbl
+    if lbl.shape != shape:
+        raise UserError(f'label map {path} is {lbl.shape[1]}x{lbl.shape[0]}, its image '
+                        f'{shape[1]}x{shape[0]}')
+    return lbl.astype(np.uint8)
+
+
+def _write(frames: list, out: Path, storage: str, rate: float, compressed: bool, frame_id: str,
+           start_ns: int, compress_storage: bool, with_labels: bool) -> dict:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 
-    if storage not in ('mcap', 'sqlite3'):
-        raise UserError(f'storage must be mcap or sqlite3, got {storage!r}')
-    if rate <= 0:
-        raise UserError(f'rate must be > 0, got {rate}')
-    frames = list_frames(Path(images), Path(labels) if labels else None)[:limit]
-    out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise UserError(f'{out} exists (rosbag2 writes a new directory)')
-        shutil.rmtree(out)
     ts = typestore()
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     writer = Writer(out, version=8, storage_plugin=plugin)
@@ -117,24 +155,18 @@ def make_bag(images: str | os.PathLike, out: str | os.PathLike,
         c_img = writer.add_connection(topic, COMPRESSED_TYPE if compressed else IMAGE_TYPE,
                                       typestore=ts)
         c_info = writer.add_connection(INFO_TOPIC, INFO_TYPE, typestore=ts)
-        c_gt = writer.add_connection(GT_TOPIC, IMAGE_TYPE, typestore=ts) if labels else None
+        c_gt = writer.add_connection(GT_TOPIC, IMAGE_TYPE, typestore=ts) if with_labels else None
         for i, (img_path, lbl_path) in enumerate(frames):
             stamp = start_ns + int(round(i * 1e9 / rate))
-            bgr = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise UserError(f'cannot decode {img_path}')
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = _read_rgb(img_path)
             msg = (compressed_message(ts, rgb, stamp, frame_id) if compressed else
                    image_message(ts, rgb, 'rgb8', stamp, frame_id))
             writer.write(c_img, stamp, ts.serialize_cdr(msg, c_img.msgtype))
             info = camera_info_message(ts, rgb.shape[0], rgb.shape[1], stamp, frame_id)
             writer.write(c_info, stamp, ts.serialize_cdr(info, INFO_TYPE))
             if c_gt is not None:
-                lbl = cv2.imread(str(lbl_path), cv2.IMREAD_UNCHANGED)
-                if lbl is None:
-                    raise UserError(f'cannot decode {lbl_path}')
-                lbl = lbl[:, :, 0] if lbl.ndim == 3 else lbl
-                gt = image_message(ts, lbl.astype(np.uint8), 'mono8', stamp, frame_id)
+                gt = image_message(ts, _read_label(lbl_path, rgb.shape[:2]), 'mono8', stamp,
+                                   frame_id)
                 writer.write(c_gt, stamp, ts.serialize_cdr(gt, IMAGE_TYPE))
-    return {'bag': str(out), 'frames': len(frames), 'image_topic': topic,
-            'gt_topic': GT_TOPIC if labels else None, 'storage': storage}
+    return {'frames': len(frames), 'image_topic': topic,
+            'gt_topic': GT_TOPIC if with_labels else None, 'storage': storage}

@@ -73,6 +73,26 @@ def open_reader(bag: str | os.PathLike):
     return reader
 
 
+def read_messages(reader, connections, skipped: collections.Counter):
+    """Yield the reader's messages; corrupt storage (a chunk, a page) ends the stream, counted.
+
+    rosbags raises the storage library's own errors (zstd, sqlite) from inside the iteration,
+    where nothing after the damaged part can be read.
+    """
+    it = iter(reader.messages(connections))
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:   # zstd, apsw, mcap: each has its own error types
+            skipped['corrupt_storage'] += 1
+            log(f'warning: the bag is damaged after this point, the rest is skipped '
+                f'({type(exc).__name__}: {exc})')
+            return
+        yield item
+
+
 def scan_bag(bag: str | os.PathLike, image_topic: Optional[str] = None,
              gt_topic: Optional[str] = '/camera/semantic_gt') -> BagContents:
     """Choose the image topic, load the ground truth, count what cannot be used."""
@@ -102,7 +122,7 @@ def scan_bag(bag: str | os.PathLike, image_topic: Optional[str] = None,
         gt: dict[int, np.ndarray] = {}
         gt_conn = conns.get(gt_topic) if gt_topic else None
         if gt_conn is not None and gt_conn.msgtype == IMAGE_TYPE:
-            for _, _, raw in reader.messages([gt_conn]):
+            for _, _, raw in read_messages(reader, [gt_conn], skipped):
                 try:
                     m = _decode(ts, raw, IMAGE_TYPE)
                     gt[stamp_ns(m.header)] = np.asarray(m.data, np.uint8).reshape(
@@ -211,7 +231,7 @@ class _Session:
         try:
             conn = [c for c in reader.connections if c.topic == self.contents.image_topic]
             t_first = wall0 = None
-            for i, (_, t_rec, raw) in enumerate(reader.messages(conn)):
+            for i, (_, t_rec, raw) in enumerate(read_messages(reader, conn, self.skipped)):
                 if limit is not None and i >= limit:
                     break
                 try:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import cv2
 import numpy as np
+
+from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS, encoded_format, encoded_size
+from vit_seg_node.core.stderr import captured_stderr
 
 # encoding -> (channels, conversion to RGB or None)
 ENCODINGS = {
@@ -33,7 +38,14 @@ def as_uint8(data) -> np.ndarray:
         return np.asarray(data, np.uint8)
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def check_pixels(w: int, h: int, max_pixels: int) -> None:
+    """Raise FrameError('too_large') for an image of more than ``max_pixels`` pixels."""
+    if w * h > max_pixels:
+        raise FrameError('too_large', f'{w}x{h} is more than {max_pixels} pixels '
+                         f'(parameter max_input_pixels)')
+
+
+def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return an HxWx3 uint8 RGB array from a sensor_msgs/Image (copying, validated)."""
     enc = msg.encoding.lower()
     if enc not in ENCODINGS:
@@ -43,6 +55,7 @@ def image_to_rgb(msg) -> np.ndarray:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise FrameError('zero_size', f'image is {w}x{h}')
+    check_pixels(w, h, max_pixels)
     if step < w * channels:
         raise FrameError('step', f'step {step} < width {w} x {channels} channels')
     data = as_uint8(msg.data)
@@ -55,12 +68,30 @@ def image_to_rgb(msg) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img), conv)
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (JPEG/PNG) to RGB uint8."""
+def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      warn: Optional[Callable[[str], None]] = None) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (JPEG/PNG) to RGB uint8.
+
+    The size declared by the header is checked against ``max_pixels`` before anything is
+    decoded. What the decoder prints about a corrupt frame goes to ``warn`` (the node's throttled
+    logger), not to the process's stderr.
+    """
     data = as_uint8(msg.data)
     if data.size == 0:
         raise FrameError('zero_size', 'compressed image has no data')
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    head = data[:65536].tobytes()
+    if encoded_format(head) is None:
+        raise FrameError('format', f'not JPEG or PNG data ({msg.format or "no format"}, '
+                         f'{data.size} bytes)')
+    size = encoded_size(head)
+    if size is None:
+        raise FrameError('undecodable', f'cannot read the {encoded_format(head)} header '
+                         f'({data.size} bytes)')
+    check_pixels(*size, max_pixels)
+    with captured_stderr() as printed:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if printed and warn is not None:
+        warn(f'decoder: {" / ".join(printed)}')
     if img is None:
         raise FrameError('undecodable', f'cannot decode {msg.format or "compressed"} data '
                          f'({data.size} bytes)')

@@ -38,7 +38,8 @@ from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.processing import colorize, overlay
 from vit_seg_node.core.stats import LatencyWindow, RateMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline
-from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, image_to_rgb
+from vit_seg_node.ros.convert import (compressed_to_rgb, DEFAULT_MAX_PIXELS, fill_image,
+                                      FrameError, image_to_rgb)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,13 @@ PARAMETERS: dict[str, Param] = {
                           low=0.0, high=1000.0),
     'stale_timeout': Param(5.0, 'diagnostics ERROR when no frame arrived for this many seconds',
                            low=0.1, high=3600.0),
+    'max_input_pixels': Param(DEFAULT_MAX_PIXELS, 'frames with more pixels are rejected before '
+                                                  'any decoding (compressed: from the header)',
+                              low=1, high=1 << 31),
 }
+# end-to-end latency (header stamp to publish) is reported only for stamps this close to the
+# node's clock: a bag recorded long ago, or a camera on its own clock, has no meaningful one
+PLAUSIBLE_STAMP_AGE_S = 60.0
 
 
 def parameter_table() -> str:
@@ -83,7 +90,9 @@ def parameter_table() -> str:
         if p.choices:
             allowed = ' \\| '.join(p.choices)
         elif p.low is not None:
-            allowed = f'{p.low:g} .. {p.high:g}'
+            fmt = (lambda v: str(int(v))) if isinstance(p.default, int) else \
+                (lambda v: f'{v:g}')
+            allowed = f'{fmt(p.low)} .. {fmt(p.high)}'
         else:
             allowed = 'true \\| false' if isinstance(p.default, bool) else 'path'
         default = repr(p.default) if p.default == '' else str(p.default).lower() \
@@ -279,7 +288,9 @@ class SegmentationNode(Node):
 
     def _process(self, msg: Any, received: float) -> None:
         t0 = time.perf_counter()
-        rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+        cap = self.params['max_input_pixels']
+        rgb = compressed_to_rgb(msg, cap, self._decoder_warning) \
+            if isinstance(msg, CompressedImage) else image_to_rgb(msg, cap)
         t_conv = (time.perf_counter() - t0) * 1e3
         at_source = self.params['output_resolution'] == 'input'
         seg = self.pipeline(rgb, at_source=at_source)
@@ -291,10 +302,14 @@ class SegmentationNode(Node):
         self.lat['infer'].add(seg.infer_ms)
         self.lat['post'].add(seg.post_ms + (time.perf_counter() - t2) * 1e3)
         self.lat['receive_to_publish'].add((time.monotonic() - received) * 1e3)
-        stamp = stamp_to_s(msg.header.stamp)
-        if stamp > 0:
-            now = self.get_clock().now().nanoseconds * 1e-9
-            self.lat['end_to_end'].add((now - stamp) * 1e3)
+        age = self.get_clock().now().nanoseconds * 1e-9 - stamp_to_s(msg.header.stamp)
+        if 0.0 <= age <= PLAUSIBLE_STAMP_AGE_S:
+            self.lat['end_to_end'].add(age * 1e3)
+        else:
+            self.counters['stamp_off_clock'] += 1
+
+    def _decoder_warning(self, text: str) -> None:
+        self.get_logger().warn(text, throttle_duration_sec=5.0)
 
     def _publish(self, header, labels, rgb, geo) -> None:
         """Publish the class mask, and colour mask / overlay / camera info where wanted."""
@@ -339,6 +354,7 @@ class SegmentationNode(Node):
             'frames_dropped': self.counters['dropped'],
             'frames_throttled': self.counters['throttled'],
             'frames_rejected': sum(self.rejects.values()),
+            'stamps_off_clock': self.counters['stamp_off_clock'],
         }
         for reason, n in sorted(self.rejects.items()):
             values[f'rejected_{reason}'] = n
