@@ -258,3 +258,38 @@ def test_best_effort_masks_and_overlays_all_arrive_with_the_shipped_dds_profile(
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got['published'] == 30 and got['dropped'] == 0, got
     assert got['masks'] == 30 and got['overlays'] == 30, got
+
+
+def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
+    """Shipped ladder (default.onnx ~45-90 ms, fast.onnx ~15-30 ms here), budget 40 ms."""
+    masks = probe.collect(Image, '/vit_seg_node/class_mask', RELIABLE)
+    pub = probe.publisher(Image, '/image', RELIABLE)
+    client = probe.node.create_client(SetParameters, '/vit_seg_node/set_parameters')
+
+    def play(n, first_stamp):
+        for i in range(n):
+            pub.publish(image_msg(frames[i % len(frames)], first_stamp + i * 10 ** 8,
+                                  frame_id=f'f{i}'))
+            time.sleep(0.1)
+    with node_process(probe, DOMAIN, {'threads': 1, 'latency_budget_ms': 40.0,
+                                      **RELIABLE_NODE}):
+        values = probe.last_diagnostics()
+        assert values['ladder_rungs'] == '2' and values['active_rung'] == '0'
+        assert wait_for(lambda: pub.get_subscription_count() > 0, 20)
+        time.sleep(0.5)
+        play(40, 10 ** 9)
+        assert wait_for(lambda: probe.last_diagnostics().get('active_rung') == '1', 10)
+        assert int(probe.last_diagnostics()['ladder_switches']) >= 1
+        assert probe.last_diagnostics()['active_model'] == 'camvid_vit_tiny_neighbor'
+        # budget off at run time: back to the most accurate rung at once
+        assert client.wait_for_service(20)
+        v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0)
+        fut = client.call_async(SetParameters.Request(parameters=[
+            ParameterMsg(name='latency_budget_ms', value=v)]))
+        assert wait_for(fut.done, 20) and fut.result().results[0].successful
+        play(10, 100 * 10 ** 9)
+        assert wait_for(lambda: probe.last_diagnostics().get('active_rung') == '0', 10)
+    # every mask has the frame's size and header, whichever rung served it
+    assert len(masks) >= 45
+    for _, m in masks:
+        assert (m.height, m.width) == frames[0].shape[:2] and m.header.frame_id.startswith('f')

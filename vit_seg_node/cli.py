@@ -153,9 +153,25 @@ def cmd_replay(a: argparse.Namespace) -> int:
     """Replay a bag through the node over DDS and score it."""
     from vit_seg_node.eval.replay import replay
 
+    extra = {}
+    if a.budget_ms is not None:
+        extra['latency_budget_ms'] = float(a.budget_ms)
+    if a.ladder:
+        extra['model_ladder'] = a.ladder
+    load = None
+    if a.cpu_load:
+        try:
+            start, stop = (float(v) for v in a.load_window.split(':'))
+        except ValueError:
+            raise UserError(f'--load-window must be START:STOP seconds, got '
+                            f'{a.load_window!r}') from None
+        if not 0 <= start < stop:
+            raise UserError(f'--load-window needs 0 <= START < STOP, got {a.load_window!r}')
+        load = (a.cpu_load, start, stop)
     r = replay(a.bag, a.json, model=a.model, node_running=a.node_running, rate=a.rate,
                image_topic=a.image_topic, gt_topic=a.gt_topic, qos=a.qos, limit=a.limit,
-               threads=a.threads, domain=a.domain_id, backend=a.backend)
+               threads=a.threads, domain=a.domain_id, backend=a.backend, node_extra=extra,
+               cpu_load=load)
     _print_replay(r)
     return 0
 
@@ -265,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--backend', default='auto')
     p.add_argument('--domain-id', type=int, default=None, help='default: $ROS_DOMAIN_ID or 0')
     p.add_argument('--json', required=True)
+    p.add_argument('--budget-ms', type=float, help='latency_budget_ms of the node it starts')
+    p.add_argument('--ladder', help="model_ladder of the node it starts ('shipped' or a file)")
+    p.add_argument('--cpu-load', type=int, default=0, metavar='N',
+                   help='N busy processes during --load-window (a robot\'s other work)')
+    p.add_argument('--load-window', default='5:20', metavar='START:STOP',
+                   help='seconds after the first frame during which the load runs')
     replay_args(p)
     p.set_defaults(func=cmd_replay)
 

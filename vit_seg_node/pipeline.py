@@ -17,6 +17,7 @@ from vit_seg_node.core.processing import Geometry, preprocess, restore_labels, t
 
 DATA_DIR = Path(__file__).resolve().parent / 'data'
 DEFAULT_MODEL = DATA_DIR / 'models' / 'default.onnx'
+SHIPPED_LADDER = DATA_DIR / 'models' / 'cpu.ladder.yaml'
 
 
 def shipped_models() -> dict[str, Path]:

@@ -82,6 +82,7 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.diagnostics: list[dict[str, str]] = []
+        self.diagnostics_at: list[float] = []   # monotonic receive time of each
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
@@ -100,6 +101,7 @@ class Probe:
         for st in msg.status:
             if st.name.startswith(STATUS_PREFIX):
                 self.diagnostics.append({kv.key: kv.value for kv in st.values})
+                self.diagnostics_at.append(time.monotonic())
 
     def last_diagnostics(self) -> dict[str, str]:
         """Return the key/values of the node's latest diagnostics status ({} before any)."""
@@ -177,3 +179,32 @@ def terminate_on_sigterm() -> None:
         def handler(signum, frame):
             raise KeyboardInterrupt
         signal.signal(signal.SIGTERM, handler)
+
+
+class CpuLoad:
+    """``workers`` busy processes (one spinning core each) started and stopped on request."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise UserError(f'cpu load needs at least one worker, got {workers}')
+        self.workers = workers
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def running(self) -> bool:
+        """Return whether the load is on."""
+        return bool(self.procs)
+
+    def start(self) -> None:
+        """Start the busy processes (no-op when running)."""
+        if not self.procs:
+            self.procs = [subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+                          for _ in range(self.workers)]
+
+    def stop(self) -> None:
+        """Stop them (no-op when stopped)."""
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+        self.procs = []

@@ -159,11 +159,20 @@ def replay(bag: str | os.PathLike, out_json: str | os.PathLike, model: Optional[
            node_running: bool = False, rate: float = 1.0, image_topic: Optional[str] = None,
            gt_topic: str = '/camera/semantic_gt', qos: str = 'reliable',
            limit: Optional[int] = None, drain_s: float = 10.0, threads: int = 0,
-           overlays: int = 3, domain: Optional[int] = None, backend: str = 'auto') -> dict:
-    """Replay ``bag`` through the node and write JSON, Markdown and overlay PNGs."""
+           overlays: int = 3, domain: Optional[int] = None, backend: str = 'auto',
+           node_extra: Optional[dict[str, Any]] = None,
+           cpu_load: Optional[tuple[int, float, float]] = None) -> dict:
+    """Replay ``bag`` through the node and write JSON, Markdown and overlay PNGs.
+
+    ``node_extra``: more parameters for the node it starts (``latency_budget_ms``,
+    ``model_ladder``...). ``cpu_load``: ``(workers, start_s, stop_s)`` busy processes running
+    from ``start_s`` to ``stop_s`` seconds after the first frame; the report then has a timeline
+    and per-phase latencies (before, under load after 2 s of adaptation, 5 s after it stopped).
+    """
     from rclpy.qos import qos_profile_sensor_data
 
-    from vit_seg_node.eval.harness import NodeProcess, Probe, reliable, terminate_on_sigterm
+    from vit_seg_node.eval.harness import (CpuLoad, NodeProcess, Probe, reliable,
+                                           terminate_on_sigterm)
 
     if not math.isfinite(rate) or rate <= 0:
         raise UserError(f'rate must be a positive number, got {rate}')
@@ -175,22 +184,28 @@ def replay(bag: str | os.PathLike, out_json: str | os.PathLike, model: Optional[
     terminate_on_sigterm()
     probe = Probe(domain, 'vit_seg_replay')
     runner = None
+    load = CpuLoad(cpu_load[0]) if cpu_load else None
     try:
         if not node_running:
-            runner = NodeProcess(domain, node_params(model, contents.image_topic, compressed, qos,
-                                                     threads, backend),
-                                 topic_remaps(contents.image_topic, compressed))
+            params = {**node_params(model, contents.image_topic, compressed, qos, threads,
+                                    backend), **(node_extra or {})}
+            runner = NodeProcess(domain, params, topic_remaps(contents.image_topic, compressed))
             runner.wait_ready(probe)
         session = _Session(probe, contents, ros_qos, overlays)
-        session.play(bag, rate, limit)
+        session.play(bag, rate, limit, load, cpu_load[1:] if cpu_load else None)
         session.drain(drain_s)
         node_alive = runner.alive() if runner else True
     finally:
+        if load is not None:
+            load.stop()
         probe.close()
         if runner:
             runner.stop()
     report = _report(contents, card, session.sent, session.answers, probe.diagnostics,
                      session.skipped, node_alive, bag, rate)
+    report['node_parameters'] = node_extra or {}
+    if cpu_load:
+        report.update(load_phases(session, probe, cpu_load))
     _write_outputs(report, out_json, card, session.images, session.answers,
                    contents.image_type, typestore())
     return report
@@ -203,6 +218,7 @@ class _Session:
         from sensor_msgs.msg import CompressedImage, Image
 
         self.probe, self.contents, self.overlays = probe, contents, overlays
+        self.t0: Optional[float] = None   # monotonic time of the first frame
         self.answers: dict[int, tuple[float, np.ndarray]] = {}
         self.sent: dict[int, float] = {}
         self.images: dict[int, bytes] = {}
@@ -217,8 +233,12 @@ class _Session:
             :, :msg.width].copy()
         self.answers.setdefault(stamp_ns(msg.header), (time.monotonic(), arr))
 
-    def play(self, bag, rate: float, limit: Optional[int]) -> None:
-        """Publish the image messages with the recorded timing scaled by ``rate``."""
+    def play(self, bag, rate: float, limit: Optional[int], load=None,
+             window: Optional[tuple[float, float]] = None) -> None:
+        """Publish the image messages with the recorded timing scaled by ``rate``.
+
+        ``load`` (a ``CpuLoad``) runs during ``window`` (seconds after the first frame).
+        """
         from vit_seg_node.eval.harness import wait_for
 
         node = self.probe.node
@@ -242,9 +262,13 @@ class _Session:
                     continue
                 if t_first is None:
                     t_first, wall0 = t_rec, time.monotonic()
+                    self.t0 = wall0
                 delay = wall0 + (t_rec - t_first) / 1e9 / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                if load is not None:
+                    elapsed = time.monotonic() - wall0
+                    (load.start if window[0] <= elapsed < window[1] else load.stop)()
                 stamp = stamp_ns(msg.header)
                 self.sent[stamp] = time.monotonic()
                 self.pub.publish(bytes(raw))
@@ -267,6 +291,29 @@ def _card_for(model: Optional[str]) -> ModelCard:
 
     path = Path(model) if model else default_model_path()
     return load_model_card(path)
+
+
+def load_phases(session: '_Session', probe, cpu_load: tuple[int, float, float]) -> dict:
+    """Return the timeline of a replay under load and its per-phase latency percentiles."""
+    workers, start, stop = cpu_load
+    t0 = session.t0
+    timeline = [[round(session.sent[s] - t0, 3),
+                 round((session.answers[s][0] - session.sent[s]) * 1e3, 2)
+                 if s in session.answers else None] for s in sorted(session.sent)]
+    rungs = [[round(t - t0, 3), int(d.get('active_rung', 0))]
+             for t, d in zip(probe.diagnostics_at, probe.diagnostics) if t >= t0]
+
+    def p(lo: float, hi: float) -> dict:
+        return percentiles([lat for t, lat in timeline if lo <= t < hi and lat is not None],
+                           (50, 90))
+    back = next((t for k, (t, r) in enumerate(rungs) if t >= stop and
+                 all(r2 == 0 for _, r2 in rungs[k:])), None)
+    end = timeline[-1][0] + 1 if timeline else stop
+    return {'cpu_load': {'workers': workers, 'start_s': start, 'stop_s': stop},
+            'phases_ms': {'before_load': p(0, start), 'load_after_2s': p(start + 2, stop),
+                          'load_first_2s': p(start, start + 2), 'after_load': p(stop + 5, end)},
+            'back_to_rung0_after_load_s': None if back is None else round(back - stop, 2),
+            'timeline': timeline, 'rung_timeline': rungs}
 
 
 def _report(contents: BagContents, card: ModelCard, sent: dict[int, float],
@@ -340,6 +387,15 @@ def markdown(r: dict) -> str:
              f'{sum(r["skipped"].values())} | {r["fps"]:.2f} | {fmt(lat["p50"])} / '
              f'{fmt(lat["p95"])} / {fmt(lat["p99"])} | '
              f'{"-" if r["miou"] is None else format(r["miou"], ".4f")} |', '']
+    if r.get('phases_ms'):
+        ph, load = r['phases_ms'], r['cpu_load']
+        lines += [f'CPU load: {load["workers"]} busy processes from {load["start_s"]:g} s to '
+                  f'{load["stop_s"]:g} s; node parameters {r["node_parameters"] or "default"}.',
+                  '', '| phase | latency p50 / p90 (ms) |', '|---|---|']
+        lines += [f'| {k.replace("_", " ")} | {fmt(v["p50"])} / {fmt(v["p90"])} |'
+                  for k, v in ph.items()]
+        back = r['back_to_rung0_after_load_s']
+        lines += ['', f'Back on the most accurate rung {fmt(back)} s after the load stopped.', '']
     if r['per_class_iou']:
         lines += ['| class | IoU |', '|---|---|']
         lines += [f'| {k} | {"-" if v is None else format(v, ".3f")} |'

@@ -22,6 +22,7 @@ import time
 from typing import Any, Optional
 
 import cv2
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
@@ -35,9 +36,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vit_seg_node.backends.base import registry, suffixes
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.ladder import LADDER_SUFFIX, LadderController, load_ladder
 from vit_seg_node.core.processing import colorize, overlay
 from vit_seg_node.core.stats import LatencyWindow, RateMeter
-from vit_seg_node.pipeline import default_model_path, SegmentationPipeline
+from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
 from vit_seg_node.ros.convert import (compressed_to_rgb, DEFAULT_MAX_PIXELS, fill_image,
                                       FrameError, image_to_rgb)
 
@@ -74,6 +76,12 @@ PARAMETERS: dict[str, Param] = {
                           low=0.0, high=1000.0),
     'stale_timeout': Param(5.0, 'diagnostics ERROR when no frame arrived for this many seconds',
                            low=0.1, high=3600.0),
+    'latency_budget_ms': Param(0.0, 'hold this receive-to-publish latency by switching along the '
+                                    'model ladder (0: off, the most accurate rung)',
+                               low=0.0, high=10000.0),
+    'model_ladder': Param('', 'ladder file (models, most accurate first); shipped: the shipped '
+                              'CPU ladder; empty: model_path alone (the shipped ladder when a '
+                              'budget is set and model_path is empty)', read_only=True),
     'max_input_pixels': Param(DEFAULT_MAX_PIXELS, 'frames with more pixels are rejected before '
                                                   'any decoding (compressed: from the header)',
                               low=1, high=1 << 31),
@@ -100,6 +108,35 @@ def parameter_table() -> str:
         rows.append(f'| `{name}` | `{default}` | {allowed} | {"yes" if p.read_only else ""} | '
                     f'{p.description} |')
     return '\n'.join(rows) + '\n'
+
+
+def check_rungs(rungs: list) -> None:
+    """Raise UserError unless every rung gives masks of one size and one class list."""
+    first = rungs[0].card
+    for r in rungs[1:]:
+        c = r.card
+        if (c.input_height, c.input_width, c.classes, c.resize) != \
+                (first.input_height, first.input_width, first.classes, first.resize):
+            raise UserError(f'ladder rung {r.model_path} differs from {rungs[0].model_path} in '
+                            f'input size, resize mode or classes')
+
+
+def reference_latencies_ms(rungs: list, warmup: int = 3, rounds: int = 5) -> list[float]:
+    """Return each rung's median inference latency on this machine, and warm them all up.
+
+    Timed in interleaved rounds, so that whatever else the machine does at start-up slows every
+    rung alike: the controller uses their ratios.
+    """
+    c = rungs[0].card
+    x = np.zeros((1, 3, c.input_height, c.input_width), np.float32)
+    times: list[list[float]] = [[] for _ in rungs]
+    for k in range(warmup + rounds):
+        for r, t_list in zip(rungs, times):
+            t = time.perf_counter()
+            r.backend.infer(x)
+            if k >= warmup:
+                t_list.append((time.perf_counter() - t) * 1e3)
+    return [float(np.median(t)) for t in times]
 
 
 class StartupError(Exception):
@@ -133,6 +170,9 @@ def validate_parameter(name: str, value: Any) -> Optional[str]:
         return f'{name} must be in [{p.low:g}, {p.high:g}], got {value}'
     if name == 'backend' and value != 'auto' and value not in registry():
         return f'backend {value!r} is not installed here (installed: {sorted(registry())})'
+    if name == 'model_ladder' and value and value != 'shipped' and \
+            not str(value).endswith(LADDER_SUFFIX):
+        return f'model_ladder must be shipped or a *{LADDER_SUFFIX} file, got {value!r}'
     if name == 'model_path' and value and Path(value).suffix.lower() not in suffixes():
         return f'model_path {value!r} has an unknown suffix (known: {sorted(suffixes())})'
     return None
@@ -185,12 +225,14 @@ class SegmentationNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         p = self.params
         try:
-            self.pipeline = SegmentationPipeline(p['model_path'] or str(default_model_path()),
-                                                 backend=p['backend'], threads=p['threads'])
+            self.rungs = [SegmentationPipeline(m, backend=p['backend'], threads=p['threads'])
+                          for m in self._model_paths()]
+            check_rungs(self.rungs)
         except UserError as exc:
             raise StartupError(f'cannot load model: {exc}') from None
-        self.card = self.pipeline.card
-        self.backend_name = self.pipeline.backend.name
+        self.ladder = LadderController(reference_latencies_ms(self.rungs),
+                                       p['latency_budget_ms'], now=time.monotonic())
+        self._ladder_lock = threading.Lock()   # worker, diagnostics timer, parameter service
         self._init_state()
         self._init_topics(p['input_transport'])
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
@@ -199,7 +241,38 @@ class SegmentationNode(Node):
         self.get_logger().info(
             f'ready: model {self.pipeline.model_path} ({self.card.name}), backend '
             f'{self.backend_name}, input {self.card.input_width}x{self.card.input_height}, '
-            f'subscribing {self.sub_image.topic_name}')
+            f'subscribing {self.sub_image.topic_name}'
+            + (f'; ladder of {len(self.rungs)} rungs, reference latencies '
+               f'{[round(r, 1) for r in self.ladder.reference]} ms' if len(self.rungs) > 1
+               else ''))
+
+    def _model_paths(self) -> list[str]:
+        """Return the rungs' model files: the ladder's, or model_path alone."""
+        p = self.params
+        ladder = p['model_ladder']
+        if not ladder and p['latency_budget_ms'] > 0 and not p['model_path']:
+            ladder = 'shipped'
+        if ladder:
+            if p['model_path']:
+                self.get_logger().warn('model_ladder is set: model_path is not used')
+            return [str(m) for m in load_ladder(SHIPPED_LADDER if ladder == 'shipped'
+                                                else ladder)]
+        return [p['model_path'] or str(default_model_path())]
+
+    @property
+    def pipeline(self) -> SegmentationPipeline:
+        """Return the pipeline of the active rung."""
+        return self.rungs[self.ladder.rung]
+
+    @property
+    def card(self):
+        """Return the active model's card."""
+        return self.pipeline.card
+
+    @property
+    def backend_name(self) -> str:
+        """Return the active backend's name."""
+        return self.pipeline.backend.name
 
     def _init_state(self) -> None:
         self._lock = threading.Condition()
@@ -241,6 +314,9 @@ class SegmentationNode(Node):
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
         self.params.update({prm.name: prm.value for prm in params if prm.name in PARAMETERS})
+        if any(prm.name == 'latency_budget_ms' for prm in params) and hasattr(self, 'ladder'):
+            with self._ladder_lock:
+                self.ladder.set_budget(self.params['latency_budget_ms'], time.monotonic())
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ callbacks
@@ -293,7 +369,8 @@ class SegmentationNode(Node):
             if isinstance(msg, CompressedImage) else image_to_rgb(msg, cap)
         t_conv = (time.perf_counter() - t0) * 1e3
         at_source = self.params['output_resolution'] == 'input'
-        seg = self.pipeline(rgb, at_source=at_source)
+        pipeline = self.pipeline     # the rung chosen after the previous frame
+        seg = pipeline(rgb, at_source=at_source)
         t2 = time.perf_counter()
         self._publish(msg.header, seg.labels, rgb, seg.geometry)
         self.counters['published'] += 1
@@ -301,7 +378,10 @@ class SegmentationNode(Node):
         self.lat['pre'].add(t_conv + seg.pre_ms)
         self.lat['infer'].add(seg.infer_ms)
         self.lat['post'].add(seg.post_ms + (time.perf_counter() - t2) * 1e3)
-        self.lat['receive_to_publish'].add((time.monotonic() - received) * 1e3)
+        done = time.monotonic()
+        self.lat['receive_to_publish'].add((done - received) * 1e3)
+        with self._ladder_lock:
+            self.ladder.observe((done - received) * 1e3, done, seg.infer_ms)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp_to_s(msg.header.stamp)
         if 0.0 <= age <= PLAUSIBLE_STAMP_AGE_S:
             self.lat['end_to_end'].add(age * 1e3)
@@ -319,7 +399,7 @@ class SegmentationNode(Node):
         want_color = self.pub_color.get_subscription_count() > 0
         want_overlay = self.pub_overlay.get_subscription_count() > 0
         if want_color or want_overlay:
-            color = colorize(labels, self.card)
+            color = colorize(labels, self.rungs[0].card)
             if want_color:
                 m = Image()
                 fill_image(m, color, 'rgb8', header)
@@ -355,7 +435,17 @@ class SegmentationNode(Node):
             'frames_throttled': self.counters['throttled'],
             'frames_rejected': sum(self.rejects.values()),
             'stamps_off_clock': self.counters['stamp_off_clock'],
+            'active_model': self.card.name, 'active_rung': self.ladder.rung,
+            'ladder_rungs': len(self.rungs),
+            'latency_budget_ms': self.params['latency_budget_ms'],
+            'ladder_switches': self.ladder.switches,
         }
+        with self._ladder_lock:
+            spent = self.ladder.time_on_rungs(now)
+        for k, (r, secs) in enumerate(zip(self.rungs, spent)):
+            values[f'rung{k}_model'] = r.card.name
+            values[f'rung{k}_seconds'] = f'{secs:.1f}'
+            values[f'rung{k}_reference_ms'] = f'{self.ladder.reference[k]:.1f}'
         for reason, n in sorted(self.rejects.items()):
             values[f'rejected_{reason}'] = n
         for stage, win in self.lat.items():
