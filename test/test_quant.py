@@ -276,3 +276,51 @@ def test_ort_profile_attributes_kernel_time(tiny_model):
     assert 'encoder blocks' in rep['by_scope']
     assert scope_of('/model/decoder/blocks.0/attn/MatMul') == 'decoder'
     assert scope_of('/model/patch_embed/proj/Conv') == 'stem'
+
+
+def test_tensorrt_qdq_fp16_form_follows_tensorrt_rules(tiny_neighbor, camvid_mini, tmp_path):
+    """The rules a strongly typed TensorRT build needs to run the Linear layers in INT8."""
+    from vit_seg_optimize.export import export_onnx
+    from vit_seg_optimize.quant import to_float16
+
+    model, card = tiny_neighbor
+    ds = SegmentationDataset(camvid_mini, 'train', cache=False)
+    frames = [ds.load(i)[0] for i in range(3)]
+    calib = frames_to_batches(frames, card)
+    fp32 = tmp_path / 'm.onnx'
+    export_onnx(model, card, fp32, frames[:1], opset=19)
+    out = to_float16(quantize_qdq(fp32, tmp_path / 'q.onnx', calib, card.input_name),
+                     tmp_path / 'q16.onnx')
+    m = onnx.load(str(out))
+    onnx.checker.check_model(m, full_check=True)              # node order, types, shapes
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             onnx.shape_inference.infer_shapes(m).graph.value_info}
+    f16 = onnx.TensorProto.FLOAT16
+    dqs = [n for n in g.node if n.op_type == 'DequantizeLinear']
+    weight_dqs = [n for n in dqs if n.input[0] in inits]
+    assert weight_dqs
+    for n in dqs:   # every dequantized tensor goes straight into a MatMul/Conv/Gemm
+        users = consumers.get(n.output[0], [])
+        assert users and all(u.op_type in ('MatMul', 'Conv', 'Gemm') for u in users), \
+            (n.name, [u.op_type for u in users])
+    for n in weight_dqs:
+        w = onnx.numpy_helper.to_array(inits[n.input[0]])
+        scale = onnx.numpy_helper.to_array(inits[n.input[1]])
+        zero = onnx.numpy_helper.to_array(inits[n.input[2]]) if len(n.input) > 2 else 0
+        axis = next((a.i for a in n.attribute if a.name == 'axis'), 1)
+        assert w.dtype == np.int8 and np.all(zero == 0)                  # symmetric
+        assert scale.shape == (w.shape[axis],) and axis == (0 if w.ndim == 4 else 1)
+        if any('/blocks.' in u.name for u in consumers[n.output[0]]):   # FP16 directly
+            assert inits[n.input[1]].data_type == f16
+            assert types.get(n.output[0], f16) == f16
+    assert not any(n.op_type == 'Cast' and n.input[0] in {d.output[0] for d in dqs}
+                   for n in g.node)
+    ref = create_backend(fp32, card, threads=1).infer(calib[0])
+    got = create_backend(out, card, threads=1).infer(calib[0])
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.97

@@ -33,6 +33,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.io import atomic_write_bytes
 
 QUANT_OPS = ('MatMul', 'Gemm', 'Conv')
 # operator groups that stay float unless a plan names them: their INT8 forms are static and need
@@ -288,7 +289,10 @@ def quantize_qdq(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
         calibrate_method=methods[method],
         nodes_to_quantize=plan_int8_nodes(fp32_path, plan or {'default': 'int8'}),
-        extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True})
+        extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True,
+                       # Q/DQ only on the inputs of the quantized operators, none on their
+                       # outputs: what TensorRT fuses into INT8 GEMMs/convolutions
+                       'OpTypesToExcludeOutputQuantization': list(QUANT_OPS)})
     return Path(out_path)
 
 
@@ -314,11 +318,59 @@ def to_float16(model_path: str | os.PathLike, out_path: str | os.PathLike) -> Pa
                           for n in model.graph.node):
         raise UserError(f'{model_path}: FP16 Q/DQ scales need opset >= 19 (this model: '
                         f'{opset}); export with --opset 19')
-    keep = [n.name for n in model.graph.node if not any(s in n.name for s in FLOAT16_SCOPES)]
+    fp16 = float16_nodes(model.graph)
+    keep = [n.name for n in model.graph.node if n.name not in fp16]
     m16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(m16, str(out_path))
-    return Path(out_path)
+    topological_sort(m16.graph)
+    return atomic_write_bytes(out_path, m16.SerializeToString())
+
+
+def float16_nodes(graph) -> set[str]:
+    """Return the nodes to type FP16: the FP16 scopes, and the Q/DQ nodes that feed only them.
+
+    A weight's DequantizeLinear is named after the weight, not its layer; typing it with its
+    consumer makes it produce FP16 directly (its scale FP16), with no Cast between it and the
+    MatMul -- the pattern TensorRT fuses into an INT8 GEMM with FP16 output.
+    """
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    fp16 = {n.name for n in graph.node if any(s in n.name for s in FLOAT16_SCOPES)}
+    for op in ('DequantizeLinear', 'QuantizeLinear'):   # DQs first, then the Qs feeding them
+        for n in graph.node:
+            users = consumers.get(n.output[0], [])
+            if n.op_type == op and users and all(u.name in fp16 for u in users):
+                fp16.add(n.name)
+    return fp16
+
+
+def topological_sort(graph) -> None:
+    """Reorder ``graph.node`` so that every node comes after the producers of its inputs."""
+    produced_by = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    order, state = [], {}
+
+    def visit(i: int) -> None:
+        stack = [(i, False)]
+        while stack:
+            k, done = stack.pop()
+            if done:
+                state[k] = 2
+                order.append(k)
+                continue
+            if state.get(k):
+                continue
+            state[k] = 1
+            stack.append((k, True))
+            for name in graph.node[k].input:
+                j = produced_by.get(name)
+                if j is not None and not state.get(j):
+                    stack.append((j, False))
+    for i in range(len(graph.node)):
+        visit(i)
+    nodes = [graph.node[i] for i in order]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val',

@@ -64,7 +64,35 @@ def check_io(specs: Sequence[TensorSpec], card: ModelCard) -> tuple[TensorSpec, 
     if card.output_kind == 'logits' and (len(out.shape) != 4 or out.shape[1] != card.num_classes):
         raise BackendError(f'engine output shape {out.shape} does not give '
                            f'{card.num_classes} class logits')
+    if card.output_kind == 'labels' and out.dtype not in ('uint8', 'int32', 'int64'):
+        raise BackendError(f'engine output {out.name} is {out.dtype}; the card says class '
+                           f'labels (uint8)')
+    if card.output_kind == 'logits' and out.dtype not in ('float32', 'float16'):
+        raise BackendError(f'engine output {out.name} is {out.dtype}; the card says logits')
     return inp, out
+
+
+# operators of the ONNX Runtime CPU forms (``vit-seg quantize --format dynamic``), which
+# TensorRT's parser rejects: build from the FP32 export or a --format qdq/qdq-fp16 model
+CPU_ONLY_OPS = ('MatMulInteger', 'ConvInteger', 'DynamicQuantizeLinear', 'MatMulIntegerToFloat',
+                'DynamicQuantizeMatMul', 'QLinearConv', 'QLinearMatMul', 'QLinearAdd',
+                'QLinearMul', 'QAttention', 'QGemm')
+
+
+def check_tensorrt_form(onnx_path: str | os.PathLike) -> None:
+    """Raise BackendError when the ONNX file is a CPU-only form TensorRT cannot parse."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as exc:   # protobuf's DecodeError and friends
+        raise BackendError(f'cannot read {onnx_path}: {exc}') from None
+    found = sorted({n.op_type for n in graph.node if n.op_type in CPU_ONLY_OPS
+                    or n.domain == 'com.microsoft'})
+    if found:
+        raise BackendError(f'{onnx_path} is an ONNX Runtime CPU form ({", ".join(found)}), '
+                           f'which TensorRT cannot build: use the FP32 export or '
+                           f'vit-seg quantize --format qdq-fp16')
 
 
 def sanitize(text: str) -> str:
@@ -81,16 +109,34 @@ def file_digest(path: str | os.PathLike, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
-def engine_cache_key(onnx_digest: str, gpu_name: str, trt_version: str, precision: str) -> str:
-    """Return the cache key of an engine: it is only valid for this model, GPU, TRT, precision."""
-    return '-'.join(sanitize(x) for x in (onnx_digest, gpu_name, 'trt' + trt_version, precision))
+def engine_cache_key(onnx_digest: str, gpu_name: str, trt_version: str, precision: str,
+                     compute_capability: str) -> str:
+    """Return the cache key of an engine.
+
+    An engine is valid only for its model, GPU (name and compute capability), TensorRT version
+    and precision.
+    """
+    parts = (onnx_digest, gpu_name, 'sm' + compute_capability.replace('.', ''),
+             'trt' + trt_version, precision)
+    return '-'.join(sanitize(x) for x in parts)
 
 
 def engine_cache_path(onnx_path: str | os.PathLike, cache_dir: str | os.PathLike, gpu_name: str,
-                      trt_version: str, precision: str) -> Path:
+                      trt_version: str, precision: str, compute_capability: str) -> Path:
     """Return where the engine built from ``onnx_path`` is cached."""
-    key = engine_cache_key(file_digest(onnx_path), gpu_name, trt_version, precision)
+    key = engine_cache_key(file_digest(onnx_path), gpu_name, trt_version, precision,
+                           compute_capability)
     return Path(cache_dir) / f'{Path(onnx_path).stem}-{key}.engine'
+
+
+def timing_cache_path(cache_dir: str | os.PathLike, compute_capability: str,
+                      trt_version: str) -> Path:
+    """Return the timing cache of one GPU architecture and TensorRT version.
+
+    Timing caches do not carry over between architectures or TensorRT versions.
+    """
+    return Path(cache_dir) / (f'timing-sm{sanitize(compute_capability.replace(".", ""))}-'
+                              f'trt{sanitize(trt_version)}.cache')
 
 
 def default_cache_dir() -> Path:
@@ -127,17 +173,58 @@ class _Cuda:
         name = prop.name
         return (name.decode() if isinstance(name, bytes) else str(name)).split('\x00')[0]
 
+    def compute_capability(self, device: int = 0) -> str:
+        """Return the GPU's compute capability, e.g. '8.7' for an Orin."""
+        prop = self.check(self.rt.cudaGetDeviceProperties(device))
+        return f'{prop.major}.{prop.minor}'
+
     def malloc(self, nbytes: int) -> int:
         """Allocate device memory."""
         return int(self.check(self.rt.cudaMalloc(nbytes)))
 
     def free(self, ptr: int) -> None:
-        """Free device memory."""
-        self.rt.cudaFree(ptr)
+        """Free device memory (errors raised)."""
+        self.check(self.rt.cudaFree(ptr))
+
+    def host_array(self, shape: tuple[int, ...], dtype: str) -> tuple[int, np.ndarray]:
+        """Return (pointer, array) of page-locked host memory: asynchronous, faster copies."""
+        import ctypes
+
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        ptr = int(self.check(self.rt.cudaMallocHost(nbytes)))
+        raw = (ctypes.c_uint8 * nbytes).from_address(ptr)
+        return ptr, np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+    def free_host(self, ptr: int) -> None:
+        """Free page-locked host memory (errors raised)."""
+        self.check(self.rt.cudaFreeHost(ptr))
 
     def stream(self):
         """Create a CUDA stream."""
         return self.check(self.rt.cudaStreamCreate())
+
+    def stream_destroy(self, stream) -> None:
+        """Destroy a CUDA stream (errors raised)."""
+        self.check(self.rt.cudaStreamDestroy(stream))
+
+    def capture(self, stream, enqueue: Callable[[], None]):
+        """Record what ``enqueue`` puts on ``stream`` as a CUDA graph; return (graph, exec)."""
+        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self.check(self.rt.cudaStreamBeginCapture(stream, mode))
+        try:
+            enqueue()
+        finally:
+            graph = self.check(self.rt.cudaStreamEndCapture(stream))
+        return graph, self.check(self.rt.cudaGraphInstantiate(graph, 0))
+
+    def launch(self, graph_exec, stream) -> None:
+        """Launch an instantiated CUDA graph."""
+        self.check(self.rt.cudaGraphLaunch(graph_exec, stream))
+
+    def graph_destroy(self, graph, graph_exec) -> None:
+        """Destroy a CUDA graph and its executable (errors raised)."""
+        self.check(self.rt.cudaGraphExecDestroy(graph_exec))
+        self.check(self.rt.cudaGraphDestroy(graph))
 
     def h2d(self, dst: int, src: np.ndarray, stream) -> None:
         """Copy host to device asynchronously."""
@@ -168,10 +255,26 @@ def card_precision(card: ModelCard) -> str:
     return str(card.precision.get('default', 'fp32'))
 
 
+def load_timing_cache(config, path: Optional[str | os.PathLike], log: Callable[[str], None]):
+    """Attach a timing cache to ``config``: the file's when it loads, else an empty one."""
+    data = b''
+    if path and Path(path).is_file():
+        data = Path(path).read_bytes()
+    cache = config.create_timing_cache(data) if data else None
+    if data and (cache is None or not config.set_timing_cache(cache, ignore_mismatch=False)):
+        log(f'build-engine: timing cache {path} does not fit this GPU/TensorRT, starting fresh')
+        cache = None
+    if cache is None:
+        cache = config.create_timing_cache(b'')
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
 def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
                  timing_cache: Optional[str | os.PathLike] = None, workspace_gb: float = 2.0,
                  log: Callable[[str], None] = print) -> Path:
     """Build a strongly typed TensorRT engine from an ONNX file (precision from the graph)."""
+    check_tensorrt_form(onnx_path)
     trt = _import_trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -183,11 +286,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
         raise BackendError(f'TensorRT cannot parse {onnx_path}: {errors}')
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    cache_bytes = b''
-    if timing_cache and Path(timing_cache).is_file():
-        cache_bytes = Path(timing_cache).read_bytes()
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    load_timing_cache(config, timing_cache, log)
 
     class Progress(trt.IProgressMonitor):
         def __init__(self) -> None:
@@ -222,30 +321,43 @@ def build_or_reuse(onnx_path: str | os.PathLike, card: ModelCard,
                    cache_dir: Optional[str | os.PathLike] = None, force: bool = False,
                    log: Callable[[str], None] = print) -> Path:
     """Return a cached engine for ``onnx_path`` on this GPU, building it only if missing."""
+    check_tensorrt_form(onnx_path)
     trt = _import_trt()
-    gpu = _Cuda().device_name()
+    cuda = _Cuda()
+    gpu, cc = cuda.device_name(), cuda.compute_capability()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = engine_cache_path(onnx_path, cache_dir, gpu, trt.__version__, card_precision(card))
+    path = engine_cache_path(onnx_path, cache_dir, gpu, trt.__version__, card_precision(card), cc)
     if path.is_file() and not force:
         log(f'build-engine: reusing {path}')
     else:
-        build_engine(onnx_path, path, timing_cache=cache_dir / 'timing.cache', log=log)
+        build_engine(onnx_path, path, timing_cache=timing_cache_path(cache_dir, cc,
+                                                                     trt.__version__), log=log)
     if not card_path_for(path).is_file():
         copy_atomic(card_path_for(onnx_path), card_path_for(path))
     return path
 
 
 class TensorRTBackend:
-    """Run a TensorRT engine (or an ONNX file, built once into the engine cache)."""
+    """Run a TensorRT engine (or an ONNX file, built once into the engine cache).
+
+    Page-locked host buffers for the copies, a warm-up at start, an optional CUDA graph around
+    ``execute_async_v3`` (``cuda_graph=True``: one launch per frame instead of the enqueue),
+    the output returned in its own type (uint8 labels stay uint8), and ``close()`` releasing
+    every CUDA resource with its errors checked.
+    """
 
     name = 'tensorrt'
     suffixes = ('.engine', '.plan')
 
     def __init__(self, model_path: str | os.PathLike, card: ModelCard, threads: int = 0,
-                 cache_dir: Optional[str] = None) -> None:
+                 cache_dir: Optional[str] = None, cuda_graph: bool = False,
+                 warmup: int = 3) -> None:
         trt = _import_trt()
         self.card = card
         self.cuda = _Cuda()
+        self.host: dict[str, tuple[int, np.ndarray]] = {}
+        self.device: dict[str, int] = {}
+        self.stream = self.graph = None
         path = Path(model_path)
         if path.suffix == '.onnx':
             path = build_or_reuse(path, card, cache_dir)
@@ -254,34 +366,77 @@ class TensorRTBackend:
         if self.engine is None:
             raise BackendError(f'cannot deserialize {path}: built for another GPU or '
                                f'TensorRT version? Rebuild with vit-seg build-engine')
-        specs = []
-        for i in range(self.engine.num_io_tensors):
-            n = self.engine.get_tensor_name(i)
-            specs.append(TensorSpec(
-                n, self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
-                tuple(self.engine.get_tensor_shape(n)),
-                np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))).name))
-        self.inp, self.out = check_io(specs, card)
+        self.inp, self.out = check_io(engine_specs(self.engine, trt), card)
+        try:
+            self._allocate([self.inp, self.out])
+            for _ in range(warmup):
+                self.infer(np.zeros(self.inp.shape, np.float32))
+            if cuda_graph:
+                self.graph = self.cuda.capture(self.stream, self._enqueue)
+        except Exception:
+            self.close()
+            raise
+
+    def _allocate(self, specs: list[TensorSpec]) -> None:
         self.context = self.engine.create_execution_context()
         self.stream = self.cuda.stream()
-        self.host = {s.name: np.empty(s.shape, s.dtype) for s in specs}
-        self.device = {s.name: self.cuda.malloc(self.host[s.name].nbytes) for s in specs}
-        for n, ptr in self.device.items():
-            self.context.set_tensor_address(n, ptr)
+        for s in specs:
+            self.host[s.name] = self.cuda.host_array(s.shape, s.dtype)
+            self.device[s.name] = self.cuda.malloc(self.host[s.name][1].nbytes)
+            self.context.set_tensor_address(s.name, self.device[s.name])
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.stream):
+            raise BackendError('TensorRT execution failed')
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch; returns the card's output tensor as float32."""
-        x = np.ascontiguousarray(batch, self.inp.dtype)
-        if x.shape != self.inp.shape:
-            raise ValueError(f'engine takes {self.inp.shape}, got {x.shape}')
-        self.cuda.h2d(self.device[self.inp.name], x, self.stream)
-        if not self.context.execute_async_v3(self.stream):
-            raise RuntimeError('TensorRT execution failed')
-        out = self.host[self.out.name]
+        """Run one batch; return the card's output (labels uint8, logits float) as a copy."""
+        if batch.shape != self.inp.shape:
+            raise ValueError(f'engine takes {self.inp.shape}, got {batch.shape}')
+        inp = self.host[self.inp.name][1]
+        inp[...] = batch          # into page-locked memory, converted to the engine's type
+        self.cuda.h2d(self.device[self.inp.name], inp, self.stream)
+        if self.graph is not None:
+            self.cuda.launch(self.graph[1], self.stream)
+        else:
+            self._enqueue()
+        out = self.host[self.out.name][1]
         self.cuda.d2h(out, self.device[self.out.name], self.stream)
         self.cuda.sync(self.stream)
-        return out.astype(np.float32, copy=True)
+        return out.copy()
+
+    def close(self) -> None:
+        """Release the CUDA graph, buffers and stream; raise the first CUDA error, if any."""
+        errors = []
+        steps = []
+        if self.graph is not None:
+            steps.append(lambda g=self.graph: self.cuda.graph_destroy(*g))
+        steps += [lambda p=p: self.cuda.free(p) for p in self.device.values()]
+        steps += [lambda p=p: self.cuda.free_host(p) for p, _ in self.host.values()]
+        if self.stream is not None:
+            steps.append(lambda s=self.stream: self.cuda.stream_destroy(s))
+        for step in steps:
+            try:
+                step()
+            except BackendError as exc:
+                errors.append(exc)
+        self.graph, self.device, self.host, self.stream = None, {}, {}, None
+        if errors:
+            raise errors[0]
 
     def __del__(self) -> None:
-        for ptr in getattr(self, 'device', {}).values():
-            self.cuda.free(ptr)
+        try:
+            self.close()
+        except Exception:   # interpreter shutdown: nothing left to report to
+            pass
+
+
+def engine_specs(engine, trt) -> list[TensorSpec]:
+    """Return the engine's I/O tensors."""
+    specs = []
+    for i in range(engine.num_io_tensors):
+        n = engine.get_tensor_name(i)
+        specs.append(TensorSpec(n, engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
+                                tuple(engine.get_tensor_shape(n)),
+                                np.dtype(trt.nptype(engine.get_tensor_dtype(n))).name))
+    return specs
