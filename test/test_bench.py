@@ -99,3 +99,28 @@ def test_matched_latency_compares_within_the_band_and_precision():
     assert '| -- |' in row                     # EViT at 50 ms is out of the band
     assert row.endswith('| no |')              # w2 beats it
     assert 'w8' not in md                      # other precision
+
+
+def test_regimes_time_every_model_in_every_cell(tiny_model, tmp_path):
+    from vit_seg_node.cli import main
+    from vit_seg_optimize.regimes import markdown
+
+    out = tmp_path / 'reg.json'
+    assert main(['regimes', '--model', str(tiny_model), '--model', str(tiny_model),
+                 '--runs', '3', '--warmup', '1', '--threads', '1', '2-nospin',
+                 '--json', str(out)]) == 0
+    doc = json.loads(out.read_text())
+    cells = {f'{r}/{t}' for r in ('hot', 'cold', 'loaded') for t in ('1', '2-nospin')}
+    for name, row in doc['models'].items():
+        assert set(row) == cells
+        assert all(0 < v['p50'] <= v['p90'] for v in row.values())
+    assert out.with_suffix('.md').read_text() == markdown(doc)
+    assert main(['regimes', '--model', str(tmp_path / 'missing.onnx'), '--json',
+                 str(out)]) == 2
+
+
+def test_gemm_peak_builds_and_times_both_kernels():
+    from vit_seg_optimize.measure import gemm_peak
+
+    for precision in ('fp32', 'int8'):
+        assert gemm_peak(1, precision, shapes=((8, 16, 8), (16, 16, 16)), runs=2) > 0

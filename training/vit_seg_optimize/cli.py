@@ -102,6 +102,21 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_regimes(a: argparse.Namespace) -> int:
+    """Time models hot, cold and under load, at 1 and 2 threads."""
+    from vit_seg_node.core.io import atomic_write_text, write_json
+    from vit_seg_optimize.regimes import markdown, run_regimes
+
+    missing = [m for m in a.model if not Path(m).is_file()]
+    if missing:
+        raise UserError(f'model not found: {missing[0]}')
+    doc = run_regimes(a.model, a.regimes, a.threads, a.warmup, a.runs)
+    write_json(a.json, doc)
+    atomic_write_text(Path(a.json).with_suffix('.md'), markdown(doc))
+    print(markdown(doc))
+    return 0
+
+
 def register(sub) -> None:
     """Add the optimisation subcommands to ``vit-seg``'s subparsers."""
     p = sub.add_parser('export', help='export a checkpoint to ONNX with its model card')
@@ -151,6 +166,17 @@ def register(sub) -> None:
     p.add_argument('--num-calib', type=int, default=16)
     p.add_argument('--json', required=True)
     p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser('regimes', help='latency hot, cold and under a CPU load, 1 and 2 threads')
+    p.add_argument('--model', action='append', required=True, help='ONNX model (repeatable)')
+    p.add_argument('--regimes', nargs='+', default=['hot', 'cold', 'loaded'],
+                   choices=['hot', 'cold', 'loaded'])
+    p.add_argument('--threads', nargs='+', default=['1', '2', '2-nospin'],
+                   choices=['1', '2', '2-nospin'])
+    p.add_argument('--warmup', type=int, default=5)
+    p.add_argument('--runs', type=int, default=30)
+    p.add_argument('--json', required=True, help='report (a .md table is written beside it)')
+    p.set_defaults(func=cmd_regimes)
 
     p = sub.add_parser('bench', help='benchmark a grid of variants (one table, one plot)')
     p.add_argument('--config', help='benchmark YAML (variants grid)')

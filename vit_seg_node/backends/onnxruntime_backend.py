@@ -15,13 +15,14 @@ CPU = ['CPUExecutionProvider']
 
 def make_session(model: str | os.PathLike | bytes, threads: int = 0,
                  providers: list[str] | None = None, optimize: bool = True,
-                 profile_prefix: str | None = None):
+                 profile_prefix: str | None = None, spinning: bool = True):
     """Return an ONNX Runtime session: the one place sessions are configured.
 
     ``model``: a path or serialized bytes; ``threads`` > 0 fixes the intra-op pool (inter-op 1);
     ``providers``: in order of preference, the available ones kept (default: CPU);
     ``optimize=False`` runs the graph as written (calibration of named tensors);
-    ``profile_prefix``: write ONNX Runtime's per-operator profile there.
+    ``profile_prefix``: write ONNX Runtime's per-operator profile there; ``spinning=False``:
+    idle pool threads sleep instead of spinning (they then leave a busy core to other work).
     """
     import onnxruntime as ort
 
@@ -31,6 +32,8 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 0,
     if threads > 0:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
     if profile_prefix:
         opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     available = ort.get_available_providers()

@@ -22,6 +22,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from vit_seg_node.core.cpuload import CpuLoad  # noqa: F401  (part of the harness)
 from vit_seg_node.core.errors import UserError
 
 NODE_NAME = 'vit_seg_node'
@@ -179,32 +180,3 @@ def terminate_on_sigterm() -> None:
         def handler(signum, frame):
             raise KeyboardInterrupt
         signal.signal(signal.SIGTERM, handler)
-
-
-class CpuLoad:
-    """``workers`` busy processes (one spinning core each) started and stopped on request."""
-
-    def __init__(self, workers: int) -> None:
-        if workers < 1:
-            raise UserError(f'cpu load needs at least one worker, got {workers}')
-        self.workers = workers
-        self.procs: list[subprocess.Popen] = []
-
-    @property
-    def running(self) -> bool:
-        """Return whether the load is on."""
-        return bool(self.procs)
-
-    def start(self) -> None:
-        """Start the busy processes (no-op when running)."""
-        if not self.procs:
-            self.procs = [subprocess.Popen([sys.executable, '-c', 'while True: pass'])
-                          for _ in range(self.workers)]
-
-    def stop(self) -> None:
-        """Stop them (no-op when stopped)."""
-        for p in self.procs:
-            p.kill()
-        for p in self.procs:
-            p.wait()
-        self.procs = []

@@ -1,0 +1,111 @@
+"""Latency under a robot's conditions: hot caches, cold caches, a busy CPU; 1 or 2 threads.
+
+The benchmark's hot regime (each model in bursts on one input, its weights in cache, the CPU
+otherwise idle) is the best case. Here every model of a list is timed, interleaved with the
+others, in each regime and thread setting:
+
+* ``hot``: bursts of 5 runs per model, after one untimed run (the benchmark's harness);
+* ``cold``: one run per model in turn, each after a sweep writing ``sweep_mb`` of memory, which
+  evicts the model's weights from the core-private caches as other work on a robot does;
+* ``loaded``: one run per model in turn while one busy process spins on a core.
+
+Thread settings: ``1``, ``2`` (ONNX Runtime's pool spinning between operators, its default) and
+``2-nospin`` (pool threads sleep when idle: they leave a busy core alone).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from vit_seg_node.backends.onnxruntime_backend import make_session
+from vit_seg_node.core.cpuload import CpuLoad
+from vit_seg_optimize.measure import machine_info, percentiles
+
+REGIMES = ('hot', 'cold', 'loaded')
+THREADS = ('1', '2', '2-nospin')
+
+
+def sweep(buffer: np.ndarray) -> None:
+    """Write the whole buffer once (cache eviction)."""
+    buffer += 1
+
+
+def _feed(sess) -> dict[str, np.ndarray]:
+    i = sess.get_inputs()[0]
+    return {i.name: np.random.default_rng(0).standard_normal(
+        [int(d) for d in i.shape]).astype(np.float32)}
+
+
+def time_one_by_one(sessions: list, feeds: list[dict], runs: int,
+                    before: Optional[Callable[[], None]] = None) -> list[list[float]]:
+    """Time one run per session in turn, ``runs`` rounds; ``before`` runs before each run."""
+    times: list[list[float]] = [[] for _ in sessions]
+    for i in range(runs):
+        order = list(range(len(sessions)))
+        for k in order[i % len(order):] + order[:i % len(order)]:
+            if before is not None:
+                before()
+            t = time.perf_counter()
+            sessions[k].run(None, feeds[k])
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def time_regime(sessions: list, feeds: list[dict], regime: str, warmup: int, runs: int,
+                sweep_mb: int = 64) -> list[dict[str, float]]:
+    """Return per session the latency percentiles (ms) in ``regime``."""
+    from vit_seg_optimize.measure import time_interleaved
+
+    if regime == 'hot':
+        return time_interleaved(sessions, feeds, warmup, runs)
+    for sess, feed in zip(sessions, feeds):
+        for _ in range(warmup):
+            sess.run(None, feed)
+    if regime == 'cold':
+        buf = np.zeros(sweep_mb << 17)   # float64: sweep_mb MB
+        times = time_one_by_one(sessions, feeds, runs, lambda: sweep(buf))
+    elif regime == 'loaded':
+        load = CpuLoad(1)
+        load.start()
+        try:
+            time.sleep(0.5)
+            times = time_one_by_one(sessions, feeds, runs)
+        finally:
+            load.stop()
+    else:
+        raise ValueError(f'unknown regime {regime!r}; one of {REGIMES}')
+    return [percentiles(t) for t in times]
+
+
+def run_regimes(models: list[str | os.PathLike], regimes=REGIMES, threads=THREADS,
+                warmup: int = 5, runs: int = 30) -> dict:
+    """Time every model in every regime and thread setting; return the results document."""
+    rows: dict[str, dict] = {str(m): {} for m in models}
+    for th in threads:
+        n, spin = int(th.split('-')[0]), not th.endswith('nospin')
+        sessions = [make_session(m, n, spinning=spin) for m in models]
+        feeds = [_feed(s) for s in sessions]
+        for regime in regimes:
+            for m, lat in zip(models, time_regime(sessions, feeds, regime, warmup, runs)):
+                rows[str(m)][f'{regime}/{th}'] = lat
+    return {'machine': machine_info(0), 'warmup': warmup, 'runs': runs,
+            'regimes': list(regimes), 'threads': list(threads), 'models': rows}
+
+
+def markdown(doc: dict) -> str:
+    """Return the p50 table: models as rows, regime/threads as columns."""
+    m = doc['machine']
+    cols = [f'{r}/{t}' for r in doc['regimes'] for t in doc['threads']]
+    lines = [f'Machine: {m["cpu"]}, {m["cores"]} cores, ONNX Runtime {m["onnxruntime"]}; '
+             f'ISA {" ".join(m["isa"])}. p50 latency (ms), batch 1, {doc["runs"]} runs per cell '
+             f'after {doc["warmup"]}, models interleaved within each cell.', '',
+             '| model | ' + ' | '.join(cols) + ' |', '|---|' + '---|' * len(cols)]
+    for name, cells in doc['models'].items():
+        lines.append(f'| {Path(name).name} | ' + ' | '.join(
+            f'{cells[c]["p50"]:.1f}' for c in cols) + ' |')
+    return '\n'.join(lines) + '\n'
