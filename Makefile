@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.setup-stamp
 DEMO_BAG ?= vit_seg_node/data/bags/camvid_val_sample
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test lint bench models clean-venv
+.PHONY: setup demo test lint bench models reference clean-venv
 
 setup:
 	@set -e; \
@@ -37,14 +37,23 @@ test: setup
 lint: setup
 	$(PY) -m flake8 vit_seg_node training test launch setup.py
 
-bench: setup
+# The reference checkpoints are kept in git history, not in the tree (see .gitignore): restore them.
+REF_COMMIT := d5c1ef3
+REF_FILES  := training/reference/camvid_vit_tiny/model.safetensors \
+              training/reference/camvid_vit_tiny_neighbor/model.safetensors \
+              training/reference/camvid_vit_tiny/stage1_model.safetensors
+reference:
+	@for f in $(REF_FILES); do [ -s $$f ] || git show $(REF_COMMIT):$$f > $$f; done; \
+	  echo "reference checkpoints in training/reference/ (from $(REF_COMMIT))"
+
+bench: setup reference
 	$(VENV)/bin/vit-seg bench --config training/configs/bench_camvid.yaml --out docs/results
 
 # The shipped fast model: the fine-tuned neighbour-merge checkpoint, exported, quantized with the
 # allocated plan, scored on CamVid val (the score goes into its card). Needs the dataset.
 CAMVID ?= ../shared/datasets/camvid
 NB_REF := training/reference/camvid_vit_tiny_neighbor
-models: setup
+models: setup reference
 	$(VENV)/bin/vit-seg export --checkpoint $(NB_REF)/model.safetensors --out runs/models/fast_fp32.onnx \
 	  --frames $(CAMVID) --split val --num-frames 4 --name camvid_vit_tiny_neighbor --metrics $(NB_REF)/val_eval.json
 	$(VENV)/bin/vit-seg quantize --model runs/models/fast_fp32.onnx --format dynamic \

@@ -241,3 +241,46 @@ def test_resume_from_a_truncated_checkpoint_is_one_line(tmp_path):
                         '--resume'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     assert 'cannot resume' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_gpu_training_script_probes_plans_and_collects(tmp_path):
+    """The script kept ready for a lent GPU, run here on the CPU with the tiny config."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg['train'].update(eval_every=1, batch_size=2)
+    cfg['data']['train_split'] = 'fit'
+    cfg['data']['val_split'] = 'heldout'
+    (tmp_path / 'tiny.yaml').write_text(yaml.safe_dump(cfg))
+    out = tmp_path / 'out'
+    r = subprocess.run([sys.executable, str(ROOT / 'experiments' / 'gpu_train.py'),
+                        '--run', f'tiny={tmp_path / "tiny.yaml"}', '--data',
+                        str(ROOT / 'test' / 'data' / 'camvid_mini'), '--budget', '4',
+                        '--probe-steps', '3', '--min-epochs', '2', '--workers', '0',
+                        '--out', str(out)], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for f in ('tiny_config.yaml', 'tiny_metrics.csv', 'tiny_best.json',
+              'tiny_best_fp16.safetensors'):
+        assert (out / f).is_file(), f
+    saved = yaml.safe_load((out / 'tiny_config.yaml').read_text())
+    assert saved['train']['epochs'] >= 2 and saved['data']['val_split'] == 'heldout'
+
+
+def test_distillation_from_a_cnn_teacher_of_another_architecture(tmp_path):
+    from vit_seg_train.models.peers import _OutLogits
+    from vit_seg_train.train import build_teacher
+
+    (tmp_path / 't').mkdir()
+    teacher_cfg = tiny_config(tmp_path / 't', max_steps=2)
+    cfg = yaml.safe_load(teacher_cfg.read_text())
+    cfg['model'] = {'name': 'lraspp_mobilenet_v3_large', 'img_size': [64, 96]}
+    teacher_cfg.write_text(yaml.safe_dump(cfg))
+    train(str(teacher_cfg))
+    teacher_ckpt = tmp_path / 't' / 'run' / 'last.pt'
+    (tmp_path / 's').mkdir()
+    student_cfg = tiny_config(tmp_path / 's', max_steps=2,
+                              distill={'teacher': str(teacher_ckpt), 'weight': 1.0,
+                                       'temperature': 2.0})
+    cfg = load_config(student_cfg)
+    assert isinstance(build_teacher(cfg, 'cpu'), _OutLogits)   # the CNN, not a ViT copy
+    train(str(student_cfg))
+    assert (tmp_path / 's' / 'run' / 'last.pt').is_file()

@@ -374,17 +374,26 @@ def train(config_path: str, resume: bool = False, overrides: Optional[dict] = No
 
 
 def build_teacher(cfg: dict[str, Any], device: str) -> nn.Module:
-    """Return the frozen unreduced model that a reduced model is distilled from."""
-    from vit_seg_train.checkpoint import load_state_dict
+    """Return the frozen model the student is distilled from.
+
+    ``distill.teacher`` with a ``config.yaml`` beside it: that model, whatever its architecture
+    (a CNN teacher for a ViT, DeiT-style); otherwise the student's own architecture without a
+    token reduction, loaded from ``distill.teacher`` or ``init_from`` (self-distillation of a
+    reduced model).
+    """
+    from vit_seg_train.checkpoint import config_path_for, load_model, load_state_dict
 
     dc = cfg['train']['distill']
     src = dc.get('teacher') or cfg['train'].get('init_from')
     if not src:
         raise UserError('train.distill needs distill.teacher or train.init_from')
-    tcfg = json.loads(json.dumps(cfg))
-    tcfg['model']['reduction'] = {'policy': 'none'}
-    teacher = build_model(tcfg)
-    teacher.load_state_dict(load_state_dict(src), strict=True)
+    if dc.get('teacher') and config_path_for(src).is_file():
+        teacher, _ = load_model(src)
+    else:
+        tcfg = json.loads(json.dumps(cfg))
+        tcfg['model']['reduction'] = {'policy': 'none'}
+        teacher = build_model(tcfg)
+        teacher.load_state_dict(load_state_dict(src), strict=True)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.to(device).eval()
