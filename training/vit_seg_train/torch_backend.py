@@ -27,7 +27,7 @@ class TorchBackend:
 
     def __init__(self, model_path: str | os.PathLike, card: ModelCard, threads: int = 0,
                  device: str = '', fake_quant_frames: int = 0,
-                 calibration_data: str = '') -> None:
+                 calibration_data: str = '', spinning: bool = True) -> None:
         import torch
 
         from vit_seg_train.checkpoint import load_model

@@ -49,6 +49,8 @@ class OnnxRuntimeBackend:
         model_path: the ``.onnx`` file.
         card: its model card (input/output names and shape).
         threads: intra-op threads (0: ONNX Runtime's default).
+        spinning: whether idle pool threads spin (fastest on an idle CPU) or sleep (faster when
+            the CPU is shared: ``docs/benchmark.md``, regimes).
         providers: execution providers in order of preference; default CUDA (if available), CPU.
     """
 
@@ -56,11 +58,11 @@ class OnnxRuntimeBackend:
     suffixes = ('.onnx',)
 
     def __init__(self, model_path: str | os.PathLike, card: ModelCard, threads: int = 0,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, spinning: bool = True) -> None:
         self.card = card
         wanted = providers or ['CUDAExecutionProvider', 'CPUExecutionProvider']
         try:
-            self.session = make_session(model_path, threads, wanted)
+            self.session = make_session(model_path, threads, wanted, spinning=spinning)
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
             raise BackendError(f'ONNX Runtime cannot load {model_path}: {exc}') from None
         self.providers = self.session.get_providers()

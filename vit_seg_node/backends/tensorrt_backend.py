@@ -343,7 +343,8 @@ class TensorRTBackend:
     Page-locked host buffers for the copies, a warm-up at start, an optional CUDA graph around
     ``execute_async_v3`` (``cuda_graph=True``: one launch per frame instead of the enqueue),
     the output returned in its own type (uint8 labels stay uint8), and ``close()`` releasing
-    every CUDA resource with its errors checked.
+    every CUDA resource with its errors checked. ``threads`` and ``spinning`` (CPU thread-pool
+    options of the other backends) have no effect here.
     """
 
     name = 'tensorrt'
@@ -351,7 +352,7 @@ class TensorRTBackend:
 
     def __init__(self, model_path: str | os.PathLike, card: ModelCard, threads: int = 0,
                  cache_dir: Optional[str] = None, cuda_graph: bool = False,
-                 warmup: int = 3) -> None:
+                 warmup: int = 3, spinning: bool = True) -> None:
         trt = _import_trt()
         self.card = card
         self.cuda = _Cuda()

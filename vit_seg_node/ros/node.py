@@ -64,6 +64,9 @@ PARAMETERS: dict[str, Param] = {
                      read_only=True, choices=('auto', 'onnxruntime', 'tensorrt', 'torch')),
     'threads': Param(0, 'CPU threads for the backend (0: the backend default)', read_only=True,
                      low=0, high=256),
+    'cpu_spinning': Param(True, 'ONNX Runtime pool threads spin between operators: fastest on '
+                                'an idle CPU; false lets them sleep, faster beside busy '
+                                'processes', read_only=True),
     'input_transport': Param('raw', 'raw: subscribe image; compressed: image/compressed',
                              read_only=True, choices=('raw', 'compressed')),
     'output_resolution': Param('input', 'input: masks at the camera resolution; network: at '
@@ -225,7 +228,8 @@ class SegmentationNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         p = self.params
         try:
-            self.rungs = [SegmentationPipeline(m, backend=p['backend'], threads=p['threads'])
+            self.rungs = [SegmentationPipeline(m, backend=p['backend'], threads=p['threads'],
+                                               spinning=p['cpu_spinning'])
                           for m in self._model_paths()]
             check_rungs(self.rungs)
         except UserError as exc:
