@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from vit_seg_node.core.card import CAMVID_CLASSES
 from vit_seg_optimize import bench
 from vit_seg_optimize.report import pareto_front
 from vit_seg_train.train import train
@@ -54,6 +55,9 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini, monkeypatch
     assert vs['base']['speedup_vs_baseline'] == 1.0
     assert vs['nb']['flops'] < vs['base']['flops']
     assert (out / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+    for v in vs.values():   # per-class IoU in the JSON and in the Markdown
+        assert list(v['per_class_iou']) == CAMVID_CLASSES
+    assert 'Per-class IoU' in (out / 'results.md').read_text()
     # the recorded deviation is the one the two passes' latencies give
     rep = doc['reproducibility']
     again = rep['second_pass_p50_ms']

@@ -24,9 +24,28 @@ def write_results(doc: dict, out: Path) -> None:
         w.writerow({**r, 'budget': json.dumps(r['budget']), 'p50_ms': r['latency_ms']['p50'],
                     'p90_ms': r['latency_ms']['p90'], 'p99_ms': r['latency_ms']['p99']})
     atomic_write_text(out / 'results.csv', buf.getvalue())
-    atomic_write_text(out / 'results.md', markdown_table(doc) + matched_latency_table(doc, 0.05)
-                      + matched_latency_table(doc, 0.10))
+    atomic_write_text(out / 'results.md', markdown_table(doc) + per_class_table(doc)
+                      + matched_latency_table(doc, 0.05) + matched_latency_table(doc, 0.10))
     pareto_plot(doc, out / 'pareto.png')
+
+
+def per_class_table(doc: dict) -> str:
+    """Return the per-class IoU of every variant that has it.
+
+    A pruned model that keeps road and sky but loses poles and pedestrians is worse for a robot
+    than its mIoU says.
+    """
+    rows = [r for r in doc['variants'] if r.get('per_class_iou')]
+    if not rows:
+        return ''
+    classes = list(rows[0]['per_class_iou'])
+    lines = ['', f'Per-class IoU on {doc["split"]}:', '',
+             '| variant | ' + ' | '.join(classes) + ' |', '|---|' + '---|' * len(classes)]
+    for r in rows:
+        lines.append(f'| {r["name"]} | ' + ' | '.join(
+            '-' if r['per_class_iou'].get(c) is None else f'{r["per_class_iou"][c]:.3f}'
+            for c in classes) + ' |')
+    return '\n'.join(lines) + '\n'
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
