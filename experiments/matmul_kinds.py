@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from vit_seg_node.backends.onnxruntime_backend import make_session
+
 KINDS = {   # name: (A type, B type, op)
     'fp32': ('float32', 'float32', 'MatMul'),
     'u8u8': ('uint8', 'uint8', 'MatMulInteger'),
@@ -27,7 +29,6 @@ KINDS = {   # name: (A type, B type, op)
 def _session(kind: str, a_shape: list[int], b_shape: list[int], threads: int):
     import onnx
     from onnx import helper
-    import onnxruntime as ort
 
     ta, tb, op = KINDS[kind]
     elem = {n: helper.np_dtype_to_tensor_dtype(np.dtype(n)) for n in (ta, tb)}
@@ -39,10 +40,7 @@ def _session(kind: str, a_shape: list[int], b_shape: list[int], threads: int):
         [helper.make_tensor_value_info('C', out, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
     model.ir_version = 9
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), sess_options=opts,
-                                providers=['CPUExecutionProvider'])
+    return make_session(model.SerializeToString(), threads)
 
 
 def measure(heads: int = 3, tokens: int = 660, channels: int = 64, threads: int = 2,

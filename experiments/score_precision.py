@@ -26,6 +26,7 @@ from vit_seg_train.fakequant import calibrate, quantize_model
 from vit_seg_train.reduction import ops
 from vit_seg_train.reduction.wiring import attach_reduction
 from vit_seg_node.core.metrics import ConfusionMatrix
+from vit_seg_node.core.io import write_json
 from vit_seg_node.core.processing import fit_geometry, restore_labels
 
 SPEC = {'policy': 'neighbor', 'window_first': 0.6, 'ratio': 0.4, 'locations': [1, 2, 5]}
@@ -93,8 +94,7 @@ def main() -> None:
     report = {'reduction': SPEC, 'frames': min(a.limit, len(val)), 'variants': {
         k: {'miou': cms[k].miou(), 'positions_in_a_different_token': sum(changed[k]) /
             len(changed[k])} for k in variants}}
-    with open(a.out, 'w') as f:
-        json.dump(report, f, indent=2)
+    write_json(a.out, report)
     print(json.dumps(report, indent=2))
 
 

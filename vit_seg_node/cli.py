@@ -212,7 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the ``vit-seg`` argument parser."""
     ap = argparse.ArgumentParser(prog='vit-seg', description='Frugal ViT semantic segmentation.')
     sub = ap.add_subparsers(dest='command', required=True)
+    _add_model_commands(sub)
+    _add_bag_commands(sub)
+    register_plugins(sub)
+    return ap
 
+
+def _add_model_commands(sub) -> None:
+    """Add infer, eval, models and build-engine."""
     p = sub.add_parser('infer', help='segment one image')
     p.add_argument('--model', help='model file (.onnx/.engine) with its card; default: shipped')
     p.add_argument('--image', required=True)
@@ -254,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--force', action='store_true', help='rebuild even if a cached engine fits')
     p.set_defaults(func=cmd_build_engine)
 
+
+def _add_bag_commands(sub) -> None:
+    """Add make-bag, replay, bench-node and demo."""
     p = sub.add_parser('make-bag', help='write a rosbag2 from images (+ label maps)')
     p.add_argument('--images', required=True)
     p.add_argument('--labels', help='label maps with the same file names (ground truth)')
@@ -307,8 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--domain-id', type=int, default=57, help='isolated ROS domain of the demo')
     replay_args(p)
     p.set_defaults(func=cmd_demo, rate=4.0)
-    register_plugins(sub)
-    return ap
 
 
 def register_plugins(sub) -> None:

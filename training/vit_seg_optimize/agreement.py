@@ -9,7 +9,6 @@ reference's. Used for the FP16-typed TensorRT forms, which this CPU can run but 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Optional
 
@@ -51,10 +50,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     for m, v in rep.items():
         print(f'{m}: {100 * v:.1f} % of the labels as {a.reference}')
     if a.json:
-        from vit_seg_node.core.io import atomic_write_text
+        from vit_seg_node.core.io import write_json
 
-        atomic_write_text(a.json, json.dumps({'reference': a.reference, 'frames': a.limit,
-                                              'agreement': rep}, indent=2) + '\n')
+        write_json(a.json, {'reference': a.reference, 'frames': a.limit, 'agreement': rep})
     return 0
 
 
