@@ -47,6 +47,7 @@ def run_demo(site: Path, tmp_path: Path, domain: int) -> None:
     assert probe.stdout.startswith(str(site)), probe.stdout   # the installed copy, not the repo
     out = tmp_path / 'demo'
     r = subprocess.run([sys.executable, '-m', 'vit_seg_node.cli', 'demo', '--limit', '3',
+                        '--rate', '1', '--threads', '1',
                         '--out', str(out), '--domain-id', str(domain)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
