@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.setup-stamp
 DEMO_BAG ?= vit_seg_node/data/bags/camvid_val_sample
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test lint bench models reference clean-venv
+.PHONY: setup demo test lint bench models reference tune clean-venv
 
 setup:
 	@set -e; \
@@ -59,6 +59,13 @@ models: setup reference
 	$(VENV)/bin/vit-seg quantize --model runs/models/fast_fp32.onnx --format dynamic \
 	  --plan docs/results/quant/sensitivity.json --calib $(CAMVID) --out vit_seg_node/data/models/fast.onnx
 	$(VENV)/bin/vit-seg eval --model vit_seg_node/data/models/fast.onnx --data $(CAMVID) --split val --record
+
+# The fast model tuned on this machine (plan and threads chosen beside a busy process, cached in
+# runs/tuned/<key>/): point the node at it with model_path. Needs the dataset.
+tune: setup reference
+	$(VENV)/bin/vit-seg export --checkpoint $(NB_REF)/model.safetensors --out runs/models/fast_fp32.onnx \
+	  --frames $(CAMVID) --split heldout --num-frames 4 --name camvid_vit_tiny_neighbor
+	$(VENV)/bin/vit-seg tune --model runs/models/fast_fp32.onnx --data $(CAMVID) --out runs/tuned
 
 clean-venv:
 	rm -rf $(VENV)

@@ -324,3 +324,21 @@ def test_tensorrt_qdq_fp16_form_follows_tensorrt_rules(tiny_neighbor, camvid_min
     ref = create_backend(fp32, card, threads=1).infer(calib[0])
     got = create_backend(out, card, threads=1).infer(calib[0])
     assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.97
+
+
+def test_tune_allocates_on_this_machine_and_caches(tiny_model, camvid_mini, tmp_path):
+    from vit_seg_node.core.card import load_card
+    from vit_seg_optimize.tune import tune
+
+    logs = []
+    out = tune(tiny_model, str(camvid_mini), tmp_path / 'tuned', regime='loaded', split='val',
+               limit=2, pairs=3, num_calib=2, log=logs.append)
+    card = load_card(out)
+    t = card.precision['tuned']
+    assert t['regime'] == 'loaded' and t['threads'] in (1, 2) and t['cpu'] and t['isa']
+    assert t['p50_ms'] > 0 and t['fp32_p50_ms'] > 0
+    assert set(card.precision['groups'].values()) <= {'int8', 'fp32'}
+    assert (out.parent / 'sensitivity.json').is_file()
+    again = tune(tiny_model, str(camvid_mini), tmp_path / 'tuned', regime='loaded',
+                 split='val', log=logs.append)
+    assert again == out and logs[-1].startswith('tune: cached')

@@ -117,6 +117,16 @@ def cmd_regimes(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(a: argparse.Namespace) -> int:
+    """Tune the precision plan and threads of an FP32 model for this machine (cached)."""
+    from vit_seg_optimize.tune import tune
+
+    if not Path(a.model).is_file():
+        raise UserError(f'model not found: {a.model}')
+    print(tune(a.model, a.data, a.out, a.regime, a.budget, a.split, a.limit, a.pairs))
+    return 0
+
+
 def register(sub) -> None:
     """Add the optimisation subcommands to ``vit-seg``'s subparsers."""
     p = sub.add_parser('export', help='export a checkpoint to ONNX with its model card')
@@ -177,6 +187,17 @@ def register(sub) -> None:
     p.add_argument('--runs', type=int, default=30)
     p.add_argument('--json', required=True, help='report (a .md table is written beside it)')
     p.set_defaults(func=cmd_regimes)
+
+    p = sub.add_parser('tune', help='precision plan and threads chosen on this machine (cached)')
+    p.add_argument('--model', required=True, help='FP32 ONNX with its card')
+    p.add_argument('--data', required=True, help='dataset root (accuracy and calibration)')
+    p.add_argument('--out', default='runs/tuned')
+    p.add_argument('--regime', default='loaded', choices=['hot', 'loaded'])
+    p.add_argument('--budget', type=float, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
+    p.add_argument('--split', default='heldout')
+    p.add_argument('--limit', type=int, default=20)
+    p.add_argument('--pairs', type=int, default=30)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser('bench', help='benchmark a grid of variants (one table, one plot)')
     p.add_argument('--config', help='benchmark YAML (variants grid)')

@@ -27,9 +27,9 @@ def percentiles(times_ms: list[float]) -> dict[str, float]:
     return _percentiles(times_ms, (50, 90, 99))
 
 
-def session(path: str | os.PathLike | bytes, threads: int):
+def session(path: str | os.PathLike | bytes, threads: int, spinning: bool = True):
     """Return a CPU ONNX Runtime session with a fixed thread count."""
-    return make_session(path, threads)
+    return make_session(path, threads, spinning=spinning)
 
 
 def machine_info(threads: int) -> dict[str, Any]:

@@ -375,7 +375,7 @@ def topological_sort(graph) -> None:
 
 def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val',
                 limit: int = 20, threads: int = 2, pairs: int = 60,
-                calibration: Optional[list[np.ndarray]] = None) -> dict:
+                calibration: Optional[list[np.ndarray]] = None, spinning: bool = True) -> dict:
     """Measure, per group, what INT8 costs in mIoU and what it saves in latency.
 
     Accuracy: that group alone in INT8 (the CPU form of ``quantize_mixed``), the rest FP32, mIoU
@@ -413,13 +413,13 @@ def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val
             convs_model = quantize_static_convs(fp32_path, Path(tmp) / 'convs.onnx', convs,
                                                 calibration or [], card.input_name)
         full = quantized(Path(tmp) / 'all.onnx', everything)
-        full_sess = session(full, threads)
-        gain, noise = paired_gain(full_sess, session(fp32_path, threads), feed, pairs)
+        full_sess = session(full, threads, spinning)
+        gain, noise = paired_gain(full_sess, session(fp32_path, threads, spinning), feed, pairs)
         out['all_int8'] = {'miou': miou(full), 'latency_gain_ms': gain, 'noise_ms': noise}
         for g, names in groups.items():
             m = miou(quantized(Path(tmp) / f'{g}.onnx', {g: 'int8'}))
             without = quantized(Path(tmp) / f'{g}.rest.onnx', {**everything, g: 'fp32'})
-            gain, noise = paired_gain(full_sess, session(without, threads), feed, pairs)
+            gain, noise = paired_gain(full_sess, session(without, threads, spinning), feed, pairs)
             out['groups'][g] = {'miou': m, 'miou_drop': base_miou - m, 'nodes': len(names),
                                 'latency_gain_ms': gain, 'noise_ms': noise}
     return out
