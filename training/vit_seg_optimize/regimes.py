@@ -105,7 +105,10 @@ def markdown(doc: dict) -> str:
              f'ISA {" ".join(m["isa"])}. p50 latency (ms), batch 1, {doc["runs"]} runs per cell '
              f'after {doc["warmup"]}, models interleaved within each cell.', '',
              '| model | ' + ' | '.join(cols) + ' |', '|---|' + '---|' * len(cols)]
+    short = {n: Path(n).name for n in doc['models']}
+    if len(set(short.values())) < len(short):   # same file names: show the paths
+        short = {n: n for n in doc['models']}
     for name, cells in doc['models'].items():
-        lines.append(f'| {Path(name).name} | ' + ' | '.join(
+        lines.append(f'| {short[name]} | ' + ' | '.join(
             f'{cells[c]["p50"]:.1f}' for c in cols) + ' |')
     return '\n'.join(lines) + '\n'
