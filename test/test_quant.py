@@ -342,3 +342,9 @@ def test_tune_allocates_on_this_machine_and_caches(tiny_model, camvid_mini, tmp_
     again = tune(tiny_model, str(camvid_mini), tmp_path / 'tuned', regime='loaded',
                  split='val', log=logs.append)
     assert again == out and logs[-1].startswith('tune: cached')
+    # the pipeline (node, infer, eval) takes the tuned thread setting unless threads are asked
+    from vit_seg_node.pipeline import SegmentationPipeline
+
+    assert SegmentationPipeline(out, threads=0).options == {
+        'threads': t['threads'], 'spinning': t['spinning']}
+    assert SegmentationPipeline(out, threads=1).options == {'threads': 1}

@@ -50,6 +50,18 @@ class Segmentation:
     post_ms: float
 
 
+def tuned_options(card: ModelCard, options: dict) -> dict:
+    """Return backend options with the thread setting of a tuned card (``vit-seg tune``).
+
+    Applied only when no thread count was asked for (``threads`` missing or 0): the setting the
+    model was tuned with on this kind of machine, in its regime.
+    """
+    tuned = card.precision.get('tuned') if isinstance(card.precision, dict) else None
+    if not tuned or options.get('threads'):
+        return options
+    return {**options, 'threads': int(tuned['threads']), 'spinning': bool(tuned['spinning'])}
+
+
 class SegmentationPipeline:
     """Loads a model and its card once; segments RGB uint8 images."""
 
@@ -60,7 +72,8 @@ class SegmentationPipeline:
             raise UserError(f'model file not found: {path}')
         self.model_path = path
         self.card: ModelCard = load_model_card(path, backend)
-        self.backend: Backend = create_backend(path, self.card, backend, **backend_options)
+        self.options = tuned_options(self.card, backend_options)
+        self.backend: Backend = create_backend(path, self.card, backend, **self.options)
 
     def __call__(self, image: np.ndarray, at_source: bool = True) -> Segmentation:
         """Segment one HxWx3 RGB uint8 image; labels at its resolution or the network's."""
