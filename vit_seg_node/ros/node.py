@@ -62,8 +62,8 @@ PARAMETERS: dict[str, Param] = {
                             'empty: the shipped default model', read_only=True),
     'backend': Param('auto', 'which backend runs the model (auto: by the file suffix)',
                      read_only=True, choices=('auto', 'onnxruntime', 'tensorrt', 'torch')),
-    'threads': Param(0, 'CPU threads for the backend (0: the backend default)', read_only=True,
-                     low=0, high=256),
+    'threads': Param(0, 'CPU threads for the backend (0: a tuned card\'s setting, else the '
+                        'backend default)', read_only=True, low=0, high=256),
     'cpu_spinning': Param(True, 'ONNX Runtime pool threads spin between operators: fastest on '
                                 'an idle CPU; false lets them sleep, faster beside busy '
                                 'processes', read_only=True),
