@@ -59,6 +59,12 @@ models: setup reference
 	$(VENV)/bin/vit-seg quantize --model runs/models/fast_fp32.onnx --format dynamic \
 	  --plan docs/results/quant/sensitivity.json --calib $(CAMVID) --out vit_seg_node/data/models/fast.onnx
 	$(VENV)/bin/vit-seg eval --model vit_seg_node/data/models/fast.onnx --data $(CAMVID) --split val --record
+	$(VENV)/bin/vit-seg export --checkpoint training/reference/camvid_vit_tiny/model.safetensors \
+	  --out runs/models/mid_fp32.onnx --frames $(CAMVID) --split val --num-frames 4 \
+	  --name camvid_vit_tiny_nb_w06r025 --reduction '{policy: neighbor, window_first: 0.6, ratio: 0.25, locations: [1, 3, 6]}'
+	$(VENV)/bin/vit-seg quantize --model runs/models/mid_fp32.onnx --format dynamic \
+	  --plan docs/results/quant/sensitivity.json --calib $(CAMVID) --split train --out vit_seg_node/data/models/mid.onnx
+	$(VENV)/bin/vit-seg eval --model vit_seg_node/data/models/mid.onnx --data $(CAMVID) --split val --record
 
 # The fast model tuned on this machine (plan and threads chosen beside a busy process, cached in
 # runs/tuned/<key>/): point the node at it with model_path. Needs the dataset.

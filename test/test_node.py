@@ -261,7 +261,7 @@ def test_best_effort_masks_and_overlays_all_arrive_with_the_shipped_dds_profile(
 
 
 def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
-    """Shipped ladder (default.onnx ~45-90 ms, fast.onnx ~15-30 ms here), budget 40 ms."""
+    """Shipped ladder (default.onnx ~70-110 ms, mid/fast.onnx ~15-40 ms here), budget 40 ms."""
     masks = probe.collect(Image, '/vit_seg_node/class_mask', RELIABLE)
     pub = probe.publisher(Image, '/image', RELIABLE)
     client = probe.node.create_client(SetParameters, '/vit_seg_node/set_parameters')
@@ -274,13 +274,14 @@ def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
     with node_process(probe, DOMAIN, {'threads': 1, 'latency_budget_ms': 40.0,
                                       **RELIABLE_NODE}):
         values = probe.last_diagnostics()
-        assert values['ladder_rungs'] == '2' and values['active_rung'] == '0'
+        assert values['ladder_rungs'] == '3' and values['active_rung'] == '0'
         assert wait_for(lambda: pub.get_subscription_count() > 0, 20)
         time.sleep(0.5)
         play(40, 10 ** 9)
-        assert wait_for(lambda: probe.last_diagnostics().get('active_rung') == '1', 10)
+        assert wait_for(lambda: probe.last_diagnostics().get('active_rung') in ('1', '2'), 10)
         assert int(probe.last_diagnostics()['ladder_switches']) >= 1
-        assert probe.last_diagnostics()['active_model'] == 'camvid_vit_tiny_neighbor'
+        assert probe.last_diagnostics()['active_model'] in ('camvid_vit_tiny_nb_w06r025',
+                                                            'camvid_vit_tiny_neighbor')
         # budget off at run time: back to the most accurate rung at once
         assert client.wait_for_service(20)
         v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0)

@@ -24,7 +24,8 @@ def repo_files() -> list[str]:
 
 
 SHIPPED = ('data/models/default.onnx', 'data/models/default.card.yaml', 'data/models/fast.onnx',
-           'data/models/fast.card.yaml', 'data/bags/camvid_val_sample/metadata.yaml',
+           'data/models/fast.card.yaml', 'data/models/mid.onnx', 'data/models/cpu.ladder.yaml',
+           'data/bags/camvid_val_sample/metadata.yaml',
            'data/bags/camvid_val_sample/camvid_val_sample.mcap')
 
 
