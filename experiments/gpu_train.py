@@ -15,7 +15,6 @@ quick.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 from pathlib import Path
@@ -61,11 +60,14 @@ def launch(cfgs: list[Path], timeout: float) -> None:
         print(f'--- {c.name}\n' + '\n'.join(out.splitlines()[-6:]), flush=True)
 
 
-def rate(metrics: Path) -> float:
-    """Return training steps per second from a run's metrics.csv."""
-    rows = [r for r in csv.DictReader(open(metrics)) if r['loss']]
-    (s0, t0), (s1, t1) = [(int(r['step']), float(r['seconds'])) for r in (rows[0], rows[-1])]
-    return (s1 - s0) / max(1e-6, t1 - t0)
+def rate(run: Path) -> float:
+    """Return training steps per second of a finished probe run (its summary.json).
+
+    The summary holds the full-precision training time; metrics.csv rounds it to 0.1 s, which
+    makes short probes look infinitely fast.
+    """
+    summary = json.loads((run / 'summary.json').read_text())
+    return summary['steps'] / max(summary['seconds'], 1e-3)
 
 
 def plan_epochs(base: dict, data: str, rates: list[float], budget: float,
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
                                       'num_workers': a.workers}}, work / f'probe_{n}.yaml')
               for n, b in bases.items()]
     launch(probes, 200)
-    rates = [rate(work / f'probe_{n}' / 'metrics.csv') for n in runs]
+    rates = [rate(work / f'probe_{n}') for n in runs]
     epochs = plan_epochs(next(iter(bases.values())), a.data, rates, a.budget, a.min_epochs)
     print(f'probe took {time.time() - t:.0f} s; steps/s {rates}; epochs {epochs}', flush=True)
     cfgs = [write_cfg(b, {'data': {'root': a.data}, 'output_dir': str(work / n),

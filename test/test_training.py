@@ -262,7 +262,8 @@ def test_gpu_training_script_probes_plans_and_collects(tmp_path):
               'tiny_best_fp16.safetensors'):
         assert (out / f).is_file(), f
     saved = yaml.safe_load((out / 'tiny_config.yaml').read_text())
-    assert saved['train']['epochs'] >= 2 and saved['data']['val_split'] == 'heldout'
+    assert 2 <= saved['train']['epochs'] <= 1000   # planned from the probe's real speed
+    assert saved['data']['val_split'] == 'heldout'
 
 
 def test_distillation_from_a_cnn_teacher_of_another_architecture(tmp_path):
