@@ -16,22 +16,28 @@ import threading
 from typing import Iterator
 
 _LOCK = threading.Lock()
+_SINK: list = []   # one temporary file, reused: no file is created per decoded frame
 
 
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[list[str]]:
     """Redirect fd 2 to a temporary file; after the block the list holds the captured text."""
     out: list[str] = []
-    with _LOCK, tempfile.TemporaryFile(mode='w+b') as tmp:
+    with _LOCK:
+        if not _SINK:
+            _SINK.append(tempfile.TemporaryFile(mode='w+b'))
+        sink = _SINK[0]
+        sink.seek(0)
+        sink.truncate()
         sys.stderr.flush()
         saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
+        os.dup2(sink.fileno(), 2)
         try:
             yield out
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode('utf-8', 'replace').strip()
+            sink.seek(0)
+            text = sink.read().decode('utf-8', 'replace').strip()
             if text:
                 out.append(text)
