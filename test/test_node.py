@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -294,3 +295,20 @@ def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
     assert len(masks) >= 45
     for _, m in masks:
         assert (m.height, m.width) == frames[0].shape[:2] and m.header.frame_id.startswith('f')
+
+
+def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_path):
+    """Bench-node: raw, node and model-free relay answer every frame; stages from diagnostics."""
+    from vit_seg_node.eval.node_overhead import measure
+
+    out = tmp_path / 'overhead.json'
+    r = measure(str(tiny_model), frames[:2], runs=6, threads=1, domain=ros_domain(13),
+                out_json=str(out), gap_s=0.02)
+    assert r['answered'] == 6
+    assert r['relay_floor_ms'] and r['relay_floor_ms']['p50'] > 0
+    assert set(r['node_stages_p50_ms']) == {'pre', 'infer', 'post', 'receive_to_publish'}
+    # the floor is subtracted: the overhead above it is smaller by exactly floor / raw
+    raw = r['raw_infer_ms']['p50']
+    assert r['overhead_above_floor'] == pytest.approx(
+        r['overhead'] - r['relay_floor_ms']['p50'] / raw, rel=1e-6, abs=1e-9)
+    assert json.loads(out.read_text())['answered'] == 6

@@ -200,10 +200,20 @@ def cmd_bench_node(a: argparse.Namespace) -> int:
     ds = SegmentationDataset(a.frames, a.split, None, cache=False)
     frames = [ds.load(i)[0] for i in range(min(5, len(ds)))]
     r = measure(a.model, frames, runs=a.runs, threads=a.threads, domain=a.domain_id,
-                out_json=a.json)
+                out_json=a.json, gap_s=a.gap)
     e2e = r['node_end_to_end_ms']
     print(f'raw backend inference p50 {r["raw_infer_ms"]["p50"]:.1f} ms; node publish->mask '
-          f'p50 {e2e["p50"]:.1f} ms ({r["resolution"]}); overhead {100 * r["overhead"]:.1f}%')
+          f'p50 {e2e["p50"]:.1f} ms ({r["resolution"]}, a frame every {a.gap:g} s); '
+          f'overhead {100 * r["overhead"]:.1f}%')
+    stages = r['node_stages_p50_ms']
+    if stages:
+        print('inside the node (p50 ms): ' + ', '.join(f'{k} {v:.2f}' for k, v in stages.items())
+              + (f'; transport and hand-off {r["transport_ms"]:.2f}'
+                 if r['transport_ms'] is not None else ''))
+    if r['relay_floor_ms']:
+        print(f'model-free relay (the floor of any Python node here) p50 '
+              f'{r["relay_floor_ms"]["p50"]:.1f} ms; overhead above that floor '
+              f'{100 * r["overhead_above_floor"]:.1f}%')
     return 0
 
 
@@ -308,6 +318,8 @@ def _add_bag_commands(sub) -> None:
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--domain-id', type=int, default=58)
     p.add_argument('--json', help='write the report here')
+    p.add_argument('--gap', type=float, default=0.05,
+                   help='seconds between frames, on both sides (a camera period)')
     p.set_defaults(func=cmd_bench_node)
 
     p = sub.add_parser('demo', help='replay the shipped sample bag through the node')

@@ -64,13 +64,13 @@ def node_executable() -> str:
     return str(exe) if exe.exists() else 'vit_seg_node'
 
 
-def node_command() -> list[str]:
+def node_command(module: str = 'vit_seg_node.ros.node') -> list[str]:
     """Return how to start the node: this interpreter and this installation's code.
 
     Independent of where the console scripts went (a venv's bin, colcon's lib/<package>,
-    ``pip install --target``).
+    ``pip install --target``). ``module``: ``vit_seg_node.ros.relay`` starts the model-free relay.
     """
-    return [sys.executable, '-m', 'vit_seg_node.ros.node']
+    return [sys.executable, '-m', module]
 
 
 class Probe:
@@ -131,8 +131,9 @@ class NodeProcess:
     """``vit_seg_node`` in its own process on ``domain``; ``stop()`` always ends it."""
 
     def __init__(self, domain: int, params: dict[str, Any],
-                 args: Optional[list[str]] = None, env: Optional[dict[str, str]] = None) -> None:
-        cmd = node_command() + ['--ros-args']
+                 args: Optional[list[str]] = None, env: Optional[dict[str, str]] = None,
+                 module: str = 'vit_seg_node.ros.node') -> None:
+        cmd = node_command(module) + ['--ros-args']
         for k, v in params.items():
             cmd += ['-p', f'{k}:={v}']
         cmd += args or []

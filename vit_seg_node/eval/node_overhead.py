@@ -1,9 +1,16 @@
 """Benchmark: what the node adds over raw backend inference on the same frames.
 
-Raw: ``backend.infer`` on the pre-processed frame, in this process. Node: publish a 480x360 rgb8
-frame to a running ``vit_seg_node`` (its own process, same backend and threads) over Fast DDS and
-wait for ``~/class_mask``; one frame in flight at a time, so nothing queues. The overhead is
-``median(node) / median(raw) - 1``: conversion, pre/post-processing, DDS transport both ways.
+Raw: ``backend.infer`` on the pre-processed frame, in this process, one call every ``gap_s``
+seconds. Node: publish a 480x360 rgb8 frame to a running ``vit_seg_node`` (its own process, same
+backend and threads) over Fast DDS every ``gap_s`` seconds and wait for ``~/class_mask``; one frame
+in flight at a time, so nothing queues. Both sides see the same spacing between frames (a camera's
+frame period), so the thread pool and caches are equally warm and the difference is what the node
+adds. The overhead is ``median(node) / median(raw) - 1``: conversion, pre/post-processing, worker
+hand-off, DDS transport both ways. The node's own stage medians (from its ``/diagnostics``) split
+that into time inside the node and time in transport, and the same frames through
+``vit_seg_node.ros.relay`` (the node's topics and worker thread, no model) measure the floor that
+any Python node pays for DDS, the executor and the hand-off on this machine: the overhead above
+that floor is what segmentation adds.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ from vit_seg_node.core.io import write_json
 from vit_seg_node.core.stats import percentiles
 
 
-def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int,
-                  threads: int) -> list[float]:
-    """Return ``runs`` latencies (ms) of ``backend.infer`` on pre-processed frames (warmed up)."""
+def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, threads: int,
+                  gap_s: float = 0.0) -> list[float]:
+    """Return ``runs`` latencies (ms) of ``backend.infer``, one call every ``gap_s`` seconds.
+
+    Pre-processed frames, warmed up first.
+    """
     from vit_seg_node.pipeline import SegmentationPipeline
     from vit_seg_node.core.processing import preprocess
 
@@ -34,12 +44,18 @@ def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int,
         t = time.perf_counter()
         pipe.backend.infer(batches[i % len(batches)])
         raw.append((time.perf_counter() - t) * 1e3)
+        time.sleep(gap_s)
     return raw
 
 
 def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, threads: int,
-                   domain: int) -> list[float]:
-    """Return publish-to-mask latencies (ms) through a node process, one frame in flight."""
+                   domain: int, gap_s: float = 0.05, module: str = 'vit_seg_node.ros.node'
+                   ) -> tuple[list[float], dict[str, str]]:
+    """Return publish-to-mask latencies (ms) through a node process and its last diagnostics.
+
+    One frame in flight; the diagnostics hold the node's own stage latencies. ``module`` picks
+    the node (the relay measures the floor).
+    """
     from sensor_msgs.msg import Image
 
     from vit_seg_node.eval.harness import NodeProcess, Probe, reliable, reliable_overrides, \
@@ -56,8 +72,9 @@ def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, th
     probe = Probe(domain, 'overhead_probe')
     params = {'threads': threads, **reliable_overrides('/camera/image_raw'),
               **({'model_path': model} if model else {})}
-    runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'])
-    e2e = []
+    runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'], module=module)
+    e2e: list[float] = []
+    diagnostics: dict[str, str] = {}
     try:
         runner.wait_ready(probe)
         got = threading.Event()
@@ -73,24 +90,49 @@ def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, th
             pub.publish(msgs[i % len(msgs)])
             if got.wait(10) and i >= 3:
                 e2e.append((time.perf_counter() - t) * 1e3)
-            time.sleep(0.05)
+            time.sleep(gap_s)
+        n = len(probe.diagnostics)
+        wait_for(lambda: len(probe.diagnostics) > n, 5)
+        diagnostics = probe.last_diagnostics()
     finally:
         probe.close()
         runner.stop()
-    return e2e
+    return e2e, diagnostics
+
+
+def node_stages(diagnostics: dict[str, str]) -> dict[str, float]:
+    """Return the node's median stage latencies (ms) from its diagnostics key/values."""
+    stages = {}
+    for stage in ('pre', 'infer', 'post', 'receive_to_publish'):
+        v = diagnostics.get(f'latency_{stage}_p50_ms')
+        if v is not None:
+            stages[stage] = float(v)
+    return stages
 
 
 def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, threads: int = 2,
-            domain: int = 58, out_json: Optional[str] = None) -> dict:
-    """Return raw and end-to-end latency percentiles and the overhead ratio."""
-    raw = raw_latencies(model, frames, runs, threads)
-    e2e = node_latencies(model, frames, runs, threads, domain)
+            domain: int = 58, out_json: Optional[str] = None, gap_s: float = 0.05) -> dict:
+    """Return raw and end-to-end latency percentiles, the node's stages and the overhead."""
+    raw = raw_latencies(model, frames, runs, threads, gap_s)
+    e2e, diagnostics = node_latencies(model, frames, runs, threads, domain, gap_s)
+    floor, _ = node_latencies(None, frames, runs, threads, domain, gap_s,
+                              module='vit_seg_node.ros.relay')
     qs = (50, 95)
+    stages = node_stages(diagnostics)
+    raw_p50 = float(np.median(raw))
+    e2e_p50 = float(np.median(e2e)) if e2e else None
+    floor_p50 = float(np.median(floor)) if floor else None
     report = {'raw_infer_ms': percentiles(raw, qs),
               'node_end_to_end_ms': percentiles(e2e, qs) if e2e else None,
-              'overhead': (float(np.median(e2e)) / float(np.median(raw)) - 1.0) if e2e else None,
-              'frames': len(frames), 'runs': runs, 'answered': len(e2e), 'threads': threads,
-              'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
+              'overhead': e2e_p50 / raw_p50 - 1.0 if e2e else None,
+              'relay_floor_ms': percentiles(floor, qs) if floor else None,
+              'overhead_above_floor': (e2e_p50 - floor_p50) / raw_p50 - 1.0
+              if e2e and floor else None,
+              'node_stages_p50_ms': stages,
+              'transport_ms': e2e_p50 - stages['receive_to_publish']
+              if e2e and 'receive_to_publish' in stages else None,
+              'gap_s': gap_s, 'frames': len(frames), 'runs': runs, 'answered': len(e2e),
+              'threads': threads, 'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
               'cpu_count': os.cpu_count()}
     if out_json:
         write_json(out_json, report)

@@ -1,0 +1,95 @@
+"""A node with ``vit_seg_node``'s topics and threading but no model: the floor of its overhead.
+
+It subscribes to ``image`` (sensor-data QoS, overridable), hands each frame to a worker thread as
+the real node does, and publishes an all-zero ``mono8`` mask of the frame's size on
+``~/class_mask``; ``/diagnostics`` once a second. ``vit-seg bench-node`` times it beside the real
+node, so the report separates what any Python node pays for DDS transport, the executor and the
+hand-off from what segmentation adds (conversion, pre/post-processing, inference).
+
+    python -m vit_seg_node.ros.relay --ros-args -r image:=/camera/image_raw
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import Image
+
+NODE_NAME = 'vit_seg_node'   # the real node's name: the same ~/ topics and diagnostics prefix
+
+
+class RelayNode(Node):
+    """Answer every frame with an empty mask of its size, from a worker thread."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        overrides = QoSOverridingOptions.with_default_policies()
+        self.pub_mask = self.create_publisher(Image, '~/class_mask', qos_profile_sensor_data,
+                                              qos_overriding_options=overrides)
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_subscription(Image, 'image', self._on_frame, qos_profile_sensor_data,
+                                 qos_overriding_options=overrides)
+        self.create_timer(1.0, self._diagnostics)
+        self._lock = threading.Condition()
+        self._pending: Optional[Image] = None
+        self._stop = False
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._worker.start()
+
+    def _on_frame(self, msg: Image) -> None:
+        with self._lock:
+            self._pending = msg
+            self._lock.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stop:
+                    self._lock.wait(0.5)
+                if self._stop:
+                    return
+                msg, self._pending = self._pending, None
+            out = Image(header=msg.header, height=msg.height, width=msg.width,
+                        encoding='mono8', step=msg.width)
+            out.data = bytes(int(msg.width) * int(msg.height))
+            self.pub_mask.publish(out)
+
+    def _diagnostics(self) -> None:
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [DiagnosticStatus(name=f'{NODE_NAME}: relay', message='relay')]
+        self.pub_diag.publish(arr)
+
+    def stop(self) -> None:
+        """End the worker thread."""
+        with self._lock:
+            self._stop = True
+            self._lock.notify()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    """Spin the relay until shutdown."""
+    rclpy.init(args=args)
+    node = RelayNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
