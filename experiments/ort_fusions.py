@@ -73,13 +73,15 @@ def main(argv=None) -> int:
     report = {}
     for model in a.model:
         fused, stats = fuse(model, out_dir)
-        ref, new = SegmentationPipeline(model, threads=2), SegmentationPipeline(str(fused), threads=2)
+        ref = SegmentationPipeline(model, threads=2)
+        new = SegmentationPipeline(str(fused), threads=2)
         agree = float(np.mean([np.mean(ref(f).labels == new(f).labels) for f in frames]))
         before, after = session_graph_ops(model), session_graph_ops(str(fused))
         report[Path(model).name] = {
             'fused_file': str(fused), 'fusions': stats, 'label_agreement': agree,
             'frames': len(frames), 'split': a.split,
-            'session_nodes_before': sum(before.values()), 'session_nodes_after': sum(after.values()),
+            'session_nodes_before': sum(before.values()),
+            'session_nodes_after': sum(after.values()),
             'session_ops_before': before, 'session_ops_after': after}
         print(f'{model}: fusions {stats}; session graph {sum(before.values())} -> '
               f'{sum(after.values())} nodes; label agreement {agree:.5f}')
