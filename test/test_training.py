@@ -6,12 +6,16 @@ import subprocess
 import sys
 import time
 
+from typing import Optional
+
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from vit_seg_train.config import load_config
 from vit_seg_node.core.datasets import DatasetError, find_split, SegmentationDataset
+from vit_seg_train.sampling import class_presence, rcs_order, rcs_probabilities
 from vit_seg_train.train import epoch_batches, train
 from vit_seg_train.transforms import TrainTransform
 
@@ -19,10 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / 'training' / 'configs' / 'test_tiny.yaml'
 
 
-def tiny_config(tmp_path: Path, **train_overrides) -> Path:
+def tiny_config(tmp_path: Path, data: Optional[dict] = None, **train_overrides) -> Path:
     cfg = yaml.safe_load(TINY.read_text())
     cfg['output_dir'] = str(tmp_path / 'run')
     cfg['data']['root'] = str(ROOT / 'test' / 'data' / 'camvid_mini')
+    cfg['data'].update(data or {})
     cfg['train'].update(train_overrides)
     p = tmp_path / 'cfg.yaml'
     p.write_text(yaml.safe_dump(cfg))
@@ -44,13 +49,15 @@ def test_loss_decreases_over_30_steps(tmp_path):
     assert saved['resolved'] and len(saved['data']['class_weights']) == 11
 
 
-def test_killed_and_resumed_run_is_bit_identical(tmp_path):
+@pytest.mark.parametrize('data', [None, {'rare_class_sampling': {'temperature': 0.05}}],
+                         ids=['uniform', 'rare_class_sampling'])
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, data):
     ref_dir, kill_dir = tmp_path / 'ref', tmp_path / 'kill'
     ref_dir.mkdir()
     kill_dir.mkdir()
     overrides = dict(max_steps=40, checkpoint_every=3, log_every=1)
-    train(str(tiny_config(ref_dir, **overrides)))
-    cfg = tiny_config(kill_dir, **overrides)
+    train(str(tiny_config(ref_dir, data, **overrides)))
+    cfg = tiny_config(kill_dir, data, **overrides)
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
     cmd = [sys.executable, '-m', 'vit_seg_train.train', '--config', str(cfg)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -285,3 +292,30 @@ def test_distillation_from_a_cnn_teacher_of_another_architecture(tmp_path):
     assert isinstance(build_teacher(cfg, 'cpu'), _OutLogits)   # the CNN, not a ViT copy
     train(str(student_cfg))
     assert (tmp_path / 's' / 'run' / 'last.pt').is_file()
+
+
+def test_rare_class_sampling_draws_rare_classes_more_often():
+    # frames 0-7 show classes 0 and 1 (common); frame 8 alone shows class 2 (rare)
+    labels = [np.array([[0, 1], [0, 1]], np.uint8)] * 8 + [np.array([[0, 2], [0, 0]], np.uint8)]
+    presence = class_presence(labels, 4)
+    assert presence[8].tolist() == [True, False, True, False] and not presence[:, 3].any()
+    freq = np.array([0.6, 0.35, 0.05, 0.0])
+    probs = rcs_probabilities(freq, 0.1)
+    assert probs.sum() == pytest.approx(1.0) and probs[3] == 0.0
+    assert probs[2] > probs[1] > probs[0]
+    order = rcs_order(presence, probs, 900, seed=0, epoch=3)
+    assert order == rcs_order(presence, probs, 900, seed=0, epoch=3)
+    assert order != rcs_order(presence, probs, 900, seed=0, epoch=4)
+    # uniform sampling would give frame 8 one draw in 9; class 2 is drawn with p ~ 0.95
+    share = order.count(8) / len(order)
+    assert share > 0.5
+    with pytest.raises(ValueError):
+        rcs_probabilities(freq, 0.0)
+
+
+def test_rare_class_sampling_is_resolved_into_the_config(tmp_path):
+    cfg = tiny_config(tmp_path, {'rare_class_sampling': {'temperature': 0.05}}, max_steps=2)
+    train(str(cfg))
+    saved = load_config(tmp_path / 'run' / 'config.yaml')
+    probs = saved['data']['rare_class_sampling']['class_probs']
+    assert len(probs) == 11 and sum(probs) == pytest.approx(1.0, abs=1e-4)

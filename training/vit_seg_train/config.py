@@ -29,7 +29,9 @@ DEFAULTS: dict[str, Any] = {
              'class_weights': 'median_frequency', 'max_class_weight': 10.0, 'cache': True,
              'stretch': False,
              # training crop (H, W); null: the model's img_size
-             'crop': None},
+             'crop': None,
+             # draw frames by class rarity (sampling.py): {temperature: T}; null: uniform
+             'rare_class_sampling': None},
     'train': {'epochs': 100, 'batch_size': 8, 'lr': 5.0e-4, 'min_lr': 1.0e-6,
               'weight_decay': 0.05, 'warmup_steps': 200, 'schedule': 'cosine',
               'grad_clip': 1.0, 'eval_every': 5, 'checkpoint_every': 100, 'num_workers': 2,

@@ -31,6 +31,7 @@ from vit_seg_node.core.datasets import (class_frequencies, median_frequency_weig
                                         SegmentationDataset)
 from vit_seg_train.evaluate import evaluate_model
 from vit_seg_train.fakequant import plain_state_dict
+from vit_seg_train.sampling import class_presence, rcs_order, rcs_probabilities
 from vit_seg_train.transforms import TrainTransform
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.io import atomic_write_bytes, write_json
@@ -64,10 +65,16 @@ def lr_lambda(cfg_train: dict[str, Any], total_steps: int):
 
 
 def epoch_batches(n: int, batch: int, seed: int, epoch: int, world: int = 1,
-                  rank: int = 0) -> list[list[tuple[int, int]]]:
-    """Return this rank's batches of ``(epoch, index)`` keys for one epoch (drop last)."""
-    g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
+                  rank: int = 0, order: Optional[list[int]] = None
+                  ) -> list[list[tuple[int, int]]]:
+    """Return this rank's batches of ``(epoch, index)`` keys for one epoch (drop last).
+
+    ``order``: the epoch's frame indices (rare-class sampling); default a seeded permutation.
+    """
+    if order is None:
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
+    perm = order
     per_step = batch * world
     steps = n // per_step
     out = []
@@ -133,6 +140,15 @@ def resolve(cfg: dict[str, Any], train_set: SegmentationDataset) -> dict[str, An
             d['class_weights'] = [1.0] * len(d['classes'])
         else:
             raise UserError(f'unknown class_weights {d["class_weights"]!r}')
+    rcs = d.get('rare_class_sampling')
+    if rcs and 'class_probs' not in rcs:
+        freq = class_frequencies([train_set.load(i)[1] for i in range(len(train_set))],
+                                 len(d['classes']))
+        try:
+            probs = rcs_probabilities(freq, float(rcs.get('temperature', 0.01)))
+        except ValueError as exc:
+            raise UserError(f'data.rare_class_sampling: {exc}') from None
+        rcs['class_probs'] = [round(float(v), 6) for v in probs]
     cfg['resolved'] = True
     return cfg
 
@@ -229,6 +245,11 @@ class Run:
         use_amp = amp == 'bf16' or (amp == 'auto' and self.device.startswith('cuda'))
         self.amp_dtype = torch.bfloat16 if use_amp else None
         self.loader_gen = torch.Generator().manual_seed(cfg['seed'])
+        rcs = cfg['data'].get('rare_class_sampling')
+        self.rcs_probs = rcs['class_probs'] if rcs else None
+        self.presence = class_presence([self.train_set.load(i)[1]
+                                        for i in range(len(self.train_set))],
+                                       len(cfg['data']['classes'])) if rcs else None
 
     def _build_model(self) -> nn.Module:
         tc, d = self.tc, self.cfg['data']
@@ -285,8 +306,11 @@ class Run:
 
     def batches(self, epoch: int, skip: int) -> Iterator:
         """Return this rank's batches of ``epoch`` from batch ``skip`` on."""
-        keys = epoch_batches(len(self.train_set), self.tc['batch_size'], self.cfg['seed'], epoch,
-                             self.world, self.rank)
+        n = len(self.train_set)
+        order = rcs_order(self.presence, self.rcs_probs, n, self.cfg['seed'], epoch) \
+            if self.rcs_probs else None
+        keys = epoch_batches(n, self.tc['batch_size'], self.cfg['seed'], epoch, self.world,
+                             self.rank, order)
         return iter(torch.utils.data.DataLoader(
             self.train_set, batch_sampler=keys[skip:], num_workers=self.tc['num_workers'],
             collate_fn=_collate, generator=self.loader_gen, pin_memory=self.device != 'cpu',
