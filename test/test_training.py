@@ -319,3 +319,22 @@ def test_rare_class_sampling_is_resolved_into_the_config(tmp_path):
     saved = load_config(tmp_path / 'run' / 'config.yaml')
     probs = saved['data']['rare_class_sampling']['class_probs']
     assert len(probs) == 11 and sum(probs) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_segformer_peer_without_transformers_is_one_user_error(monkeypatch):
+    from vit_seg_node.core.errors import UserError
+    from vit_seg_train.models.registry import create_model
+
+    monkeypatch.setitem(sys.modules, 'transformers', None)   # import fails as if not installed
+    with pytest.raises(UserError, match='pip install transformers'):
+        create_model('segformer_b0', num_classes=11)
+
+
+def test_segformer_peer_gives_logits_at_the_input_size():
+    pytest.importorskip('transformers')   # optional dependency of the SegFormer-B0 peer
+    from vit_seg_train.models.registry import create_model
+
+    model = create_model('segformer_b0', num_classes=11).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 96))
+    assert out.shape == (1, 11, 64, 96)
