@@ -19,7 +19,7 @@ from pathlib import Path
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
@@ -487,13 +487,16 @@ class SegmentationNode(Node):
         self._worker.join(timeout=5.0)
 
 
-def main(args: Optional[list[str]] = None) -> int:
-    """Run the node until shutdown; exit code 1 with one fatal line if it cannot start."""
+def run_node(factory: Callable[[], Any], args: Optional[list[str]] = None) -> int:
+    """Spin ``factory()``'s node until shutdown, then stop and destroy it.
+
+    Exit code 1 with one fatal line if it cannot start. Shared by this node and the relay.
+    """
     rclpy.init(args=args)
     node = None
     code = 0
     try:
-        node = SegmentationNode()
+        node = factory()
         rclpy.spin(node)
     except StartupError as exc:
         rclpy.logging.get_logger('vit_seg_node').fatal(str(exc))
@@ -507,6 +510,11 @@ def main(args: Optional[list[str]] = None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
     return code
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    """Run the node until shutdown; exit code 1 with one fatal line if it cannot start."""
+    return run_node(SegmentationNode, args)
 
 
 if __name__ == '__main__':

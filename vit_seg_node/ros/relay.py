@@ -16,11 +16,12 @@ import threading
 from typing import Any, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
+
+from vit_seg_node.ros.node import run_node
 
 NODE_NAME = 'vit_seg_node'   # the real node's name: the same ~/ topics and diagnostics prefix
 
@@ -77,18 +78,7 @@ class RelayNode(Node):
 
 def main(args: Optional[list[str]] = None) -> int:
     """Spin the relay until shutdown."""
-    rclpy.init(args=args)
-    node = RelayNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.stop()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(RelayNode, args)
 
 
 if __name__ == '__main__':
