@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from vit_seg_train.config import load_config
+from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.datasets import DatasetError, find_split, SegmentationDataset
 from vit_seg_train.sampling import class_presence, rcs_order, rcs_probabilities
 from vit_seg_train.train import epoch_batches, train
@@ -338,3 +339,27 @@ def test_segformer_peer_gives_logits_at_the_input_size():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 96))
     assert out.shape == (1, 11, 64, 96)
+
+
+def test_vit_trains_on_crops_smaller_than_its_input(tmp_path):
+    """Small crops train the ViT with resampled position embeddings; the weights rebuild static."""
+    from vit_seg_train.checkpoint import load_model
+
+    summary = train(str(tiny_config(tmp_path, {'crop': [32, 64]}, max_steps=3)))
+    assert summary['steps'] == 3
+    ck = tmp_path / 'run' / 'last.pt'
+    static, cfg = load_model(ck)
+    assert cfg['data']['crop'] == [32, 64] and cfg['model']['img_size'] == [64, 96]
+    assert not static.encoder.dynamic_img_size and static.encoder.pos_embed.shape[1] == 1 + 24
+    from vit_seg_train.config import build_model
+
+    dynamic = build_model(cfg, dynamic_img_size=True).eval()
+    dynamic.load_state_dict(static.state_dict())
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 96)
+        torch.testing.assert_close(dynamic(x), static(x))
+        assert dynamic(torch.randn(1, 3, 32, 64)).shape == (1, 11, 32, 64)
+    odd = tmp_path / 'odd'
+    odd.mkdir()
+    with pytest.raises(UserError, match='multiple of the patch size'):
+        train(str(tiny_config(odd, {'crop': [40, 64]}, max_steps=1)))

@@ -28,7 +28,9 @@ DEFAULTS: dict[str, Any] = {
              'std': [0.229, 0.224, 0.225], 'scale_range': [0.5, 2.0], 'jitter': 0.3,
              'class_weights': 'median_frequency', 'max_class_weight': 10.0, 'cache': True,
              'stretch': False,
-             # training crop (H, W); null: the model's img_size
+             # training crop (H, W); null: the model's img_size. A smaller crop trains a ViT
+             # with its position embeddings resampled to the crop's grid (train.py); the saved
+             # weights are those of the img_size model
              'crop': None,
              # draw frames by class rarity (sampling.py): {temperature: T}; null: uniform
              'rare_class_sampling': None},
@@ -82,13 +84,14 @@ def model_kwargs(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return name, m
 
 
-def build_model(cfg: dict[str, Any], pretrained: bool | None = None):
-    """Rebuild the model described by a (resolved) config."""
+def build_model(cfg: dict[str, Any], pretrained: bool | None = None, **overrides: Any):
+    """Rebuild the model described by a (resolved) config (``overrides``: constructor arguments)."""
     from vit_seg_train.models import create_model
 
     name, kw = model_kwargs(cfg)
     if pretrained is not None:
         kw['pretrained'] = pretrained
+    kw.update(overrides)
     return create_model(name, **kw)
 
 

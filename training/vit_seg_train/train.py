@@ -31,6 +31,7 @@ from vit_seg_node.core.datasets import (class_frequencies, median_frequency_weig
                                         SegmentationDataset)
 from vit_seg_train.evaluate import evaluate_model
 from vit_seg_train.fakequant import plain_state_dict
+from vit_seg_train.models.segmenter import Segmenter
 from vit_seg_train.sampling import class_presence, rcs_order, rcs_probabilities
 from vit_seg_train.transforms import TrainTransform
 from vit_seg_node.core.errors import UserError
@@ -183,6 +184,25 @@ def make_datasets(cfg: dict) -> tuple[SegmentationDataset, SegmentationDataset]:
             SegmentationDataset(d['root'], d['val_split'], None, cache=d['cache']))
 
 
+def _needs_dynamic_size(model: nn.Module, crop, img_size) -> bool:
+    """Whether a ViT must resample its position embeddings to train on ``crop``-sized inputs.
+
+    Crops smaller than the network input cost fewer tokens per step (attention is quadratic in
+    them). timm's ``dynamic_img_size`` resamples the ``img_size`` position embeddings to each
+    input's grid; the parameters are the same, so the checkpoint rebuilds as the static-shape
+    ``img_size`` model everywhere else. Token reductions are static-shape: they need full crops.
+    """
+    if not crop or list(crop) == list(img_size) or not isinstance(model, Segmenter):
+        return False
+    if model.reduction is not None:
+        raise UserError(f'data.crop {list(crop)} differs from model.img_size {list(img_size)}: a '
+                        f'token reduction needs training crops of the network input size')
+    if any(c % p for c, p in zip(crop, model.patch_size)):
+        raise UserError(f'data.crop {list(crop)} must be a multiple of the patch size '
+                        f'{list(model.patch_size)}')
+    return True
+
+
 def make_optimizer(model: nn.Module, tc: dict) -> torch.optim.Optimizer:
     """Return AdamW with weight decay on weights only (not norms, biases, embeddings)."""
     decay, no_decay = [], []
@@ -254,6 +274,8 @@ class Run:
     def _build_model(self) -> nn.Module:
         tc, d = self.tc, self.cfg['data']
         model = build_model(self.cfg)
+        if _needs_dynamic_size(model, d.get('crop'), self.cfg['model']['img_size']):
+            model = build_model(self.cfg, dynamic_img_size=True)
         if tc.get('init_from') and not self.resuming:
             from vit_seg_train.checkpoint import load_state_dict
 
