@@ -297,13 +297,19 @@ def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
         assert (m.height, m.width) == frames[0].shape[:2] and m.header.frame_id.startswith('f')
 
 
-def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_path):
-    """Bench-node: raw, node and model-free relay answer every frame; stages from diagnostics."""
+@pytest.mark.parametrize('executor', ['single', 'events'])
+def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_path, executor):
+    """Bench-node: raw, node and model-free relay answer every frame; stages from diagnostics.
+
+    With ``executor: events`` the node, the relay and the client all run rclpy's EventsExecutor:
+    frames, the diagnostics timer and the parameter services work under it too.
+    """
     from vit_seg_node.eval.node_overhead import measure
 
     out = tmp_path / 'overhead.json'
     r = measure(str(tiny_model), frames[:2], runs=6, threads=1, domain=ros_domain(13),
-                out_json=str(out), gap_s=0.02)
+                out_json=str(out), gap_s=0.02, executor=executor)
+    assert r['executor'] == executor
     assert r['answered'] == 6
     assert r['relay_floor_ms'] and r['relay_floor_ms']['p50'] > 0
     assert set(r['node_stages_p50_ms']) == {'pre', 'infer', 'post', 'receive_to_publish'}

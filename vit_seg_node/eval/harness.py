@@ -19,7 +19,6 @@ import time
 from typing import Any, Callable, Optional
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from vit_seg_node.core.cpuload import CpuLoad  # noqa: F401  (part of the harness)
@@ -76,11 +75,13 @@ def node_command(module: str = 'vit_seg_node.ros.node') -> list[str]:
 class Probe:
     """A client node in its own context on ``domain``, spun on a background thread."""
 
-    def __init__(self, domain: int, name: str = 'vit_seg_probe') -> None:
+    def __init__(self, domain: int, name: str = 'vit_seg_probe', executor: str = 'single') -> None:
+        from vit_seg_node.ros.node import make_executor
+
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain)
         self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = make_executor(executor, self.context)
         self.executor.add_node(self.node)
         self.diagnostics: list[dict[str, str]] = []
         self.diagnostics_at: list[float] = []   # monotonic receive time of each

@@ -49,12 +49,13 @@ def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, thr
 
 
 def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, threads: int,
-                   domain: int, gap_s: float = 0.05, module: str = 'vit_seg_node.ros.node'
-                   ) -> tuple[list[float], dict[str, str]]:
+                   domain: int, gap_s: float = 0.05, module: str = 'vit_seg_node.ros.node',
+                   executor: str = 'single') -> tuple[list[float], dict[str, str]]:
     """Return publish-to-mask latencies (ms) through a node process and its last diagnostics.
 
     One frame in flight; the diagnostics hold the node's own stage latencies. ``module`` picks
-    the node (the relay measures the floor).
+    the node (the relay measures the floor); ``executor`` is the rclpy executor of the node and
+    of the client that times it.
     """
     from sensor_msgs.msg import Image
 
@@ -69,8 +70,8 @@ def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, th
         m.header.frame_id = 'camera'
         msgs.append(m)
     terminate_on_sigterm()
-    probe = Probe(domain, 'overhead_probe')
-    params = {'threads': threads, **reliable_overrides('/camera/image_raw'),
+    probe = Probe(domain, 'overhead_probe', executor)
+    params = {'threads': threads, 'executor': executor, **reliable_overrides('/camera/image_raw'),
               **({'model_path': model} if model else {})}
     runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'], module=module)
     e2e: list[float] = []
@@ -111,12 +112,14 @@ def node_stages(diagnostics: dict[str, str]) -> dict[str, float]:
 
 
 def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, threads: int = 2,
-            domain: int = 58, out_json: Optional[str] = None, gap_s: float = 0.05) -> dict:
+            domain: int = 58, out_json: Optional[str] = None, gap_s: float = 0.05,
+            executor: str = 'single') -> dict:
     """Return raw and end-to-end latency percentiles, the node's stages and the overhead."""
     raw = raw_latencies(model, frames, runs, threads, gap_s)
-    e2e, diagnostics = node_latencies(model, frames, runs, threads, domain, gap_s)
+    e2e, diagnostics = node_latencies(model, frames, runs, threads, domain, gap_s,
+                                      executor=executor)
     floor, _ = node_latencies(None, frames, runs, threads, domain, gap_s,
-                              module='vit_seg_node.ros.relay')
+                              module='vit_seg_node.ros.relay', executor=executor)
     qs = (50, 95)
     stages = node_stages(diagnostics)
     raw_p50 = float(np.median(raw))
@@ -131,7 +134,7 @@ def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, thre
               'node_stages_p50_ms': stages,
               'transport_ms': e2e_p50 - stages['receive_to_publish']
               if e2e and 'receive_to_publish' in stages else None,
-              'gap_s': gap_s, 'frames': len(frames), 'runs': runs, 'answered': len(e2e),
+              'executor': executor, 'gap_s': gap_s, 'frames': len(frames), 'runs': runs, 'answered': len(e2e),
               'threads': threads, 'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
               'cpu_count': os.cpu_count()}
     if out_json:

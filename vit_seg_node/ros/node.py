@@ -85,6 +85,9 @@ PARAMETERS: dict[str, Param] = {
     'model_ladder': Param('', 'ladder file (models, most accurate first); shipped: the shipped '
                               'CPU ladder; empty: model_path alone (the shipped ladder when a '
                               'budget is set and model_path is empty)', read_only=True),
+    'executor': Param('single', 'rclpy executor: single (SingleThreadedExecutor) or events '
+                                '(rclpy.experimental.EventsExecutor, Jazzy and later: less Python '
+                                'per message)', read_only=True, choices=('single', 'events')),
     'max_input_pixels': Param(DEFAULT_MAX_PIXELS, 'frames with more pixels are rejected before '
                                                   'any decoding (compressed: from the header)',
                               low=1, high=1 << 31),
@@ -487,6 +490,34 @@ class SegmentationNode(Node):
         self._worker.join(timeout=5.0)
 
 
+def make_executor(kind: str, context=None):
+    """Return the rclpy executor named by the ``executor`` parameter."""
+    if kind == 'events':
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            raise StartupError('executor events needs rclpy.experimental.EventsExecutor '
+                               '(ROS 2 Jazzy or later)') from None
+        return EventsExecutor(context=context)
+    return rclpy.executors.SingleThreadedExecutor(context=context)
+
+
+def spin(node: Node) -> None:
+    """Spin ``node`` until shutdown on the executor its ``executor`` parameter names.
+
+    ``spin_once`` in a loop: the EventsExecutor's own ``spin()`` of Jazzy's PyPI rclpy runs no
+    callbacks in this setting, its ``spin_once`` does.
+    """
+    kind = node.get_parameter('executor').value if node.has_parameter('executor') else 'single'
+    executor = make_executor(kind, node.context)
+    executor.add_node(node)
+    try:
+        while node.context.ok():
+            executor.spin_once(timeout_sec=0.5)
+    finally:
+        executor.shutdown()
+
+
 def run_node(factory: Callable[[], Any], args: Optional[list[str]] = None) -> int:
     """Spin ``factory()``'s node until shutdown, then stop and destroy it.
 
@@ -497,7 +528,7 @@ def run_node(factory: Callable[[], Any], args: Optional[list[str]] = None) -> in
     code = 0
     try:
         node = factory()
-        rclpy.spin(node)
+        spin(node)
     except StartupError as exc:
         rclpy.logging.get_logger('vit_seg_node').fatal(str(exc))
         code = 1

@@ -21,7 +21,7 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
-from vit_seg_node.ros.node import run_node
+from vit_seg_node.ros.node import descriptor, PARAMETERS, run_node
 
 NODE_NAME = 'vit_seg_node'   # the real node's name: the same ~/ topics and diagnostics prefix
 
@@ -31,6 +31,8 @@ class RelayNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self.declare_parameter('executor', PARAMETERS['executor'].default,
+                               descriptor('executor', PARAMETERS['executor']))
         overrides = QoSOverridingOptions.with_default_policies()
         self.pub_mask = self.create_publisher(Image, '~/class_mask', qos_profile_sensor_data,
                                               qos_overriding_options=overrides)
