@@ -16,7 +16,9 @@ from conftest import ros_domain
 from ros_utils import image_msg, mask_of, wait_for
 from vit_seg_node.core.datasets import SegmentationDataset
 from vit_seg_node.pipeline import SegmentationPipeline
-from vit_seg_node.ros.node import PARAMETERS, SegmentationNode, StartupError
+from vit_seg_node.ros.node import SegmentationNode
+from vit_seg_node.ros.params import PARAMETERS
+from vit_seg_node.ros.spin import StartupError
 
 DOMAIN = ros_domain(21)
 

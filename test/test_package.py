@@ -123,7 +123,7 @@ def test_launch_file_names_installed_executable_and_config():
 
 
 def test_config_documents_every_parameter():
-    from vit_seg_node.ros.node import PARAMETERS, validate_parameter
+    from vit_seg_node.ros.params import PARAMETERS, validate_parameter
 
     text = (ROOT / 'config' / 'vit_seg.yaml').read_text()
     params = yaml.safe_load(text)['/**']['ros__parameters']
@@ -136,8 +136,8 @@ def test_config_documents_every_parameter():
 
 
 def test_readme_lists_the_node_parameters_as_declared():
-    from vit_seg_node.ros.node import parameter_table
+    from vit_seg_node.ros.params import parameter_table
 
     readme = (ROOT / 'README.md').read_text()
     assert parameter_table() in readme, 'README parameter table differs from the node: ' \
-        'paste vit_seg_node.ros.node.parameter_table()'
+        'paste vit_seg_node.ros.params.parameter_table()'

@@ -76,7 +76,7 @@ class Probe:
     """A client node in its own context on ``domain``, spun on a background thread."""
 
     def __init__(self, domain: int, name: str = 'vit_seg_probe', executor: str = 'single') -> None:
-        from vit_seg_node.ros.node import make_executor
+        from vit_seg_node.ros.spin import make_executor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain)

@@ -134,8 +134,9 @@ def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, thre
               'node_stages_p50_ms': stages,
               'transport_ms': e2e_p50 - stages['receive_to_publish']
               if e2e and 'receive_to_publish' in stages else None,
-              'executor': executor, 'gap_s': gap_s, 'frames': len(frames), 'runs': runs, 'answered': len(e2e),
-              'threads': threads, 'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
+              'executor': executor, 'gap_s': gap_s, 'frames': len(frames), 'runs': runs,
+              'answered': len(e2e), 'threads': threads,
+              'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
               'cpu_count': os.cpu_count()}
     if out_json:
         write_json(out_json, report)

@@ -14,106 +14,35 @@ reliability``, ``...publisher.depth``, etc., set at start-up).
 from __future__ import annotations
 
 import collections
-import dataclasses
-from pathlib import Path
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from vit_seg_node.backends.base import registry, suffixes
 from vit_seg_node.core.errors import UserError
-from vit_seg_node.core.ladder import LADDER_SUFFIX, LadderController, load_ladder
+from vit_seg_node.core.ladder import LadderController, load_ladder
 from vit_seg_node.core.processing import colorize, overlay
 from vit_seg_node.core.stats import LatencyWindow, RateMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
-from vit_seg_node.ros.convert import (compressed_to_rgb, DEFAULT_MAX_PIXELS, fill_image,
-                                      FrameError, image_to_rgb)
+from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, image_to_rgb
+from vit_seg_node.ros.params import descriptor, PARAMETERS, validate_parameter
+from vit_seg_node.ros.spin import run_node, StartupError
 
 
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """One node parameter: default, description, and its constraints."""
-
-    default: Any
-    description: str
-    read_only: bool = False
-    low: Optional[float] = None      # numeric range, inclusive (shown by `ros2 param describe`)
-    high: Optional[float] = None
-    choices: tuple = ()
-
-
-INF = float('inf')
-PARAMETERS: dict[str, Param] = {
-    'model_path': Param('', 'ONNX model or TensorRT engine with its .card.yaml beside it; '
-                            'empty: the shipped default model', read_only=True),
-    'backend': Param('auto', 'which backend runs the model (auto: by the file suffix)',
-                     read_only=True, choices=('auto', 'onnxruntime', 'tensorrt', 'torch')),
-    'threads': Param(0, 'CPU threads for the backend (0: a tuned card\'s setting, else the '
-                        'backend default)', read_only=True, low=0, high=256),
-    'cpu_spinning': Param(True, 'ONNX Runtime pool threads spin between operators: fastest on '
-                                'an idle CPU; false lets them sleep, faster beside busy '
-                                'processes', read_only=True),
-    'input_transport': Param('raw', 'raw: subscribe image; compressed: image/compressed',
-                             read_only=True, choices=('raw', 'compressed')),
-    'output_resolution': Param('input', 'input: masks at the camera resolution; network: at '
-                                        'the model input size', choices=('input', 'network')),
-    'max_fps': Param(0.0, 'accept at most this many frames per second (0: no limit)',
-                     low=0.0, high=1000.0),
-    'overlay_alpha': Param(0.5, 'weight of the colour mask in ~/overlay', low=0.0, high=1.0),
-    'enable': Param(True, 'false: ignore incoming frames (diagnostics keep running)'),
-    'expected_fps': Param(0.0, 'diagnostics WARN when the output rate falls below this (0: off)',
-                          low=0.0, high=1000.0),
-    'stale_timeout': Param(5.0, 'diagnostics ERROR when no frame arrived for this many seconds',
-                           low=0.1, high=3600.0),
-    'latency_budget_ms': Param(0.0, 'hold this receive-to-publish latency by switching along the '
-                                    'model ladder (0: off, the most accurate rung)',
-                               low=0.0, high=10000.0),
-    'model_ladder': Param('', 'ladder file (models, most accurate first); shipped: the shipped '
-                              'CPU ladder; empty: model_path alone (the shipped ladder when a '
-                              'budget is set and model_path is empty)', read_only=True),
-    'executor': Param('single', 'rclpy executor: single (SingleThreadedExecutor) or events '
-                                '(rclpy.experimental.EventsExecutor, Jazzy and later: less Python '
-                                'per message)', read_only=True, choices=('single', 'events')),
-    'max_input_pixels': Param(DEFAULT_MAX_PIXELS, 'frames with more pixels are rejected before '
-                                                  'any decoding (compressed: from the header)',
-                              low=1, high=1 << 31),
-}
 # end-to-end latency (header stamp to publish) is reported only for stamps this close to the
 # node's clock: a bag recorded long ago, or a camera on its own clock, has no meaningful one
 PLAUSIBLE_STAMP_AGE_S = 60.0
-
-
-def parameter_table() -> str:
-    """Return the parameters as the README's Markdown table (a test keeps the README equal)."""
-    rows = ['| parameter | default | range / choices | restart | what |', '|---|---|---|---|---|']
-    for name, p in PARAMETERS.items():
-        if p.choices:
-            allowed = ' \\| '.join(p.choices)
-        elif p.low is not None:
-            fmt = (lambda v: str(int(v))) if isinstance(p.default, int) else \
-                (lambda v: f'{v:g}')
-            allowed = f'{fmt(p.low)} .. {fmt(p.high)}'
-        else:
-            allowed = 'true \\| false' if isinstance(p.default, bool) else 'path'
-        default = repr(p.default) if p.default == '' else str(p.default).lower() \
-            if isinstance(p.default, bool) else str(p.default)
-        rows.append(f'| `{name}` | `{default}` | {allowed} | {"yes" if p.read_only else ""} | '
-                    f'{p.description} |')
-    return '\n'.join(rows) + '\n'
 
 
 def check_rungs(rungs: list) -> None:
@@ -143,45 +72,6 @@ def reference_latencies_ms(rungs: list, warmup: int = 3, rounds: int = 5) -> lis
             if k >= warmup:
                 t_list.append((time.perf_counter() - t) * 1e3)
     return [float(np.median(t)) for t in times]
-
-
-class StartupError(Exception):
-    """The node cannot start (missing or invalid model, bad parameters)."""
-
-
-def descriptor(name: str, p: Param) -> ParameterDescriptor:
-    """Return the ROS parameter descriptor of ``p`` (ranges as Integer/FloatingPointRange)."""
-    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only)
-    if p.choices:
-        d.additional_constraints = 'one of: ' + ', '.join(p.choices)
-    if p.low is not None and isinstance(p.default, bool) is False:
-        if isinstance(p.default, int):
-            d.integer_range = [IntegerRange(from_value=int(p.low), to_value=int(p.high), step=1)]
-        else:
-            d.floating_point_range = [FloatingPointRange(from_value=float(p.low),
-                                                         to_value=float(p.high), step=0.0)]
-    return d
-
-
-def validate_parameter(name: str, value: Any) -> Optional[str]:
-    """Return why ``value`` is invalid for ``name``, or None if it is fine.
-
-    The ranges are also in the descriptors (rclpy enforces them); this check gives the same
-    answer with a readable reason, and covers choices and the model file suffix.
-    """
-    p = PARAMETERS[name]
-    if p.choices and value not in p.choices:
-        return f'{name} must be one of {list(p.choices)}, got {value!r}'
-    if p.low is not None and not p.low <= value <= p.high:
-        return f'{name} must be in [{p.low:g}, {p.high:g}], got {value}'
-    if name == 'backend' and value != 'auto' and value not in registry():
-        return f'backend {value!r} is not installed here (installed: {sorted(registry())})'
-    if name == 'model_ladder' and value and value != 'shipped' and \
-            not str(value).endswith(LADDER_SUFFIX):
-        return f'model_ladder must be shipped or a *{LADDER_SUFFIX} file, got {value!r}'
-    if name == 'model_path' and value and Path(value).suffix.lower() not in suffixes():
-        return f'model_path {value!r} has an unknown suffix (known: {sorted(suffixes())})'
-    return None
 
 
 def stamp_to_s(stamp) -> float:
@@ -488,59 +378,6 @@ class SegmentationNode(Node):
             self._stop = True
             self._lock.notify()
         self._worker.join(timeout=5.0)
-
-
-def make_executor(kind: str, context=None):
-    """Return the rclpy executor named by the ``executor`` parameter."""
-    if kind == 'events':
-        try:
-            from rclpy.experimental import EventsExecutor
-        except ImportError:
-            raise StartupError('executor events needs rclpy.experimental.EventsExecutor '
-                               '(ROS 2 Jazzy or later)') from None
-        return EventsExecutor(context=context)
-    return rclpy.executors.SingleThreadedExecutor(context=context)
-
-
-def spin(node: Node) -> None:
-    """Spin ``node`` until shutdown on the executor its ``executor`` parameter names.
-
-    ``spin_once`` in a loop: the EventsExecutor's own ``spin()`` of Jazzy's PyPI rclpy runs no
-    callbacks in this setting, its ``spin_once`` does.
-    """
-    kind = node.get_parameter('executor').value if node.has_parameter('executor') else 'single'
-    executor = make_executor(kind, node.context)
-    executor.add_node(node)
-    try:
-        while node.context.ok():
-            executor.spin_once(timeout_sec=0.5)
-    finally:
-        executor.shutdown()
-
-
-def run_node(factory: Callable[[], Any], args: Optional[list[str]] = None) -> int:
-    """Spin ``factory()``'s node until shutdown, then stop and destroy it.
-
-    Exit code 1 with one fatal line if it cannot start. Shared by this node and the relay.
-    """
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = factory()
-        spin(node)
-    except StartupError as exc:
-        rclpy.logging.get_logger('vit_seg_node').fatal(str(exc))
-        code = 1
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
 
 
 def main(args: Optional[list[str]] = None) -> int:

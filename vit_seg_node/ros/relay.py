@@ -21,7 +21,8 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
-from vit_seg_node.ros.node import descriptor, PARAMETERS, run_node
+from vit_seg_node.ros.params import descriptor, PARAMETERS
+from vit_seg_node.ros.spin import run_node
 
 NODE_NAME = 'vit_seg_node'   # the real node's name: the same ~/ topics and diagnostics prefix
 
