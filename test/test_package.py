@@ -141,3 +141,15 @@ def test_readme_lists_the_node_parameters_as_declared():
     readme = (ROOT / 'README.md').read_text()
     assert parameter_table() in readme, 'README parameter table differs from the node: ' \
         'paste vit_seg_node.ros.params.parameter_table()'
+
+
+def test_events_executor_without_rclpy_experimental_is_a_startup_error(monkeypatch):
+    """On a ROS 2 without rclpy.experimental (Humble), executor:=events is one fatal line."""
+    import sys
+
+    from vit_seg_node.ros.spin import make_executor, StartupError
+
+    assert type(make_executor('single')).__name__ == 'SingleThreadedExecutor'
+    monkeypatch.setitem(sys.modules, 'rclpy.experimental', None)   # import fails
+    with pytest.raises(StartupError, match='Jazzy or later'):
+        make_executor('events')
