@@ -147,6 +147,8 @@ def test_events_executor_without_rclpy_experimental_is_a_startup_error(monkeypat
     """On a ROS 2 without rclpy.experimental (Humble), executor:=events is one fatal line."""
     import sys
 
+    import pytest
+
     from vit_seg_node.ros.spin import make_executor, StartupError
 
     monkeypatch.setitem(sys.modules, 'rclpy.experimental', None)   # import fails
