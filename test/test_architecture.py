@@ -23,7 +23,7 @@ ALLOWED = {
     'vit_seg_node.ros': {'vit_seg_node.core', 'vit_seg_node.backends', 'vit_seg_node.pipeline',
                          'vit_seg_node.ros'},
     'vit_seg_node.eval': {'vit_seg_node.core', 'vit_seg_node.backends', 'vit_seg_node.pipeline',
-                          'vit_seg_node.ros.convert', 'vit_seg_node.eval'},
+                          'vit_seg_node.ros.convert', 'vit_seg_node.ros.spin', 'vit_seg_node.eval'},
     'vit_seg_node.cli': {'vit_seg_node'},
     'vit_seg_train': {'vit_seg_node.core', 'vit_seg_node.backends', 'vit_seg_node.cli',
                       'vit_seg_train'},

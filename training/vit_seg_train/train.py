@@ -469,7 +469,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument('--resume', action='store_true')
     args = ap.parse_args(argv)
     try:
-        print(json.dumps(train(args.config, args.resume)))
+        # one write per rank (a line under PIPE_BUF is atomic): unbuffered print() writes the
+        # text and the newline separately, and torchrun's ranks share one stdout
+        sys.stdout.write(json.dumps(train(args.config, args.resume)) + '\n')
     except UserError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
