@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from vit_seg_node.core.card import CAMVID_CLASSES
@@ -81,6 +82,14 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini, monkeypatch
     assert history[-1]['memory_copy_gbs']['now'] == {'before': 12.5, 'after': 12.5}
     assert history[-1]['machine']['cpu']   # the machine of the re-timing, recorded
     assert (history[-1]['warmup'], history[-1]['runs']) == (1, 3)   # the committed run's
+    # a model overwritten since the run (another grid in the same workdir) is refused, not timed
+    from vit_seg_node.core.errors import UserError
+    from vit_seg_optimize.bench import retime
+
+    victim = Path(doc['variants'][-1]['onnx'])
+    victim.write_bytes(Path(doc['variants'][0]['onnx']).read_bytes() + b'\0')
+    with pytest.raises(UserError, match='differ from the ones this run timed'):
+        retime(out / 'results.json')
 
 
 def test_pareto_front():

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from vit_seg_node.core.errors import UserError
-from vit_seg_node.core.io import write_json
+from vit_seg_node.core.io import file_digest, write_json
 from vit_seg_optimize import measure
 from vit_seg_optimize.report import write_results
 
@@ -144,7 +144,8 @@ def score_variants(cfg: BenchConfig, work: Path) -> list[dict]:
             'miou': ev['miou'], 'pixel_acc': ev['pixel_acc'],
             'per_class_iou': ev['per_class_iou'], 'num_images': ev['num_images'],
             'tokens_per_block': card.reduction.get('tokens_per_block'), 'onnx': str(path),
-            'input_shape': [1, 3, *img], 'input_name': card.input_name,
+            'onnx_digest': file_digest(path), 'input_shape': [1, 3, *img],
+            'input_name': card.input_name,
         })
         print(f'bench: {v["name"]}: mIoU {ev["miou"]:.4f}, {c["flops"] / 1e9:.2f} GFLOPs',
               flush=True)
@@ -236,6 +237,11 @@ def retime(results_path: str | os.PathLike, probes: Optional[Probes] = None) -> 
     if missing:
         raise UserError(f'{len(missing)} benchmark models are missing (e.g. {missing[0]}): '
                         f'run the benchmark first')
+    changed = [r['onnx'] for r in rs if r.get('onnx_digest') and
+               file_digest(r['onnx']) != r['onnx_digest']]
+    if changed:   # e.g. another grid exported into the same workdir since
+        raise UserError(f'{len(changed)} benchmark models differ from the ones this run timed '
+                        f'(e.g. {changed[0]}): run the benchmark again first')
     t = doc['timing']
     for r in rs:   # results written before the input shape was recorded: read it from the file
         if 'input_shape' not in r:

@@ -36,7 +36,7 @@ TUNE_REGIMES = ('hot', 'loaded')
 
 def tune_key(fp32_path: str | os.PathLike, machine: dict, regime: str, budget: float) -> str:
     """Return the cache key: model digest, CPU, ISA flags, ONNX Runtime, regime, budget."""
-    from vit_seg_node.backends.tensorrt_backend import file_digest
+    from vit_seg_node.core.io import file_digest
 
     text = json.dumps([file_digest(fp32_path), machine['cpu'], machine['isa'],
                        machine['onnxruntime'], regime, budget], sort_keys=True)

@@ -20,7 +20,6 @@ and have not been run by this project's CI (no GPU there).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 import re
@@ -31,7 +30,7 @@ import numpy as np
 
 from vit_seg_node.backends.base import BackendError
 from vit_seg_node.core.card import card_path_for, ModelCard
-from vit_seg_node.core.io import atomic_write_bytes, copy_atomic
+from vit_seg_node.core.io import atomic_write_bytes, copy_atomic, file_digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +97,6 @@ def check_tensorrt_form(onnx_path: str | os.PathLike) -> None:
 def sanitize(text: str) -> str:
     """Return ``text`` reduced to characters safe in a file name."""
     return re.sub(r'[^A-Za-z0-9._-]+', '-', text).strip('-').lower()
-
-
-def file_digest(path: str | os.PathLike, length: int = 16) -> str:
-    """Return the first ``length`` hex digits of the file's SHA-256."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()[:length]
 
 
 def engine_cache_key(onnx_digest: str, gpu_name: str, trt_version: str, precision: str,

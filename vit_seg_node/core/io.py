@@ -1,11 +1,12 @@
 """Atomic file writing: every report, card and model file goes through here.
 
 A reader (or a crash) never sees a half-written file: the text goes to a temporary file in the
-same directory, is flushed to disk and renamed over the target.
+same directory, is flushed to disk and renamed over the target. Also the one file digest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -100,3 +101,12 @@ def load_yaml(path: Union[str, os.PathLike], what: str = 'file',
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
             str(exc).replace('\n', ' ')
         raise UserError(f'cannot read {what} {p}: {reason}') from None
+
+
+def file_digest(path: Union[str, os.PathLike], length: int = 16) -> str:
+    """Return the first ``length`` hex digits of the file's SHA-256."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()[:length]
