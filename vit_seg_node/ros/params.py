@@ -29,7 +29,6 @@ class Param:
     choices: tuple = ()
 
 
-INF = float('inf')
 PARAMETERS: dict[str, Param] = {
     'model_path': Param('', 'ONNX model or TensorRT engine with its .card.yaml beside it; '
                             'empty: the shipped default model', read_only=True),
