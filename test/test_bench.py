@@ -25,15 +25,22 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini, monkeypatch
     cfg['train'].update(max_steps=3)
     (tmp_path / 'train.yaml').write_text(yaml.safe_dump(cfg))
     train(str(tmp_path / 'train.yaml'))
+    cfg.update(output_dir=str(tmp_path / 'peer'))   # a peer architecture, same data and recipe
+    cfg['model'] = {'name': 'lraspp_mobilenet_v3_large', 'img_size': [64, 96]}
+    (tmp_path / 'peer.yaml').write_text(yaml.safe_dump(cfg))
+    train(str(tmp_path / 'peer.yaml'))
     grid = {'checkpoint': str(tmp_path / 'run' / 'last.pt'), 'data': str(camvid_mini),
             'split': 'val', 'threads': 1, 'warmup': 1, 'runs': 3, 'limit': 2,
             'timing_passes': 2,
+            'regimes': {'regimes': ['hot', 'cold'], 'threads': [1, '2-nospin'], 'runs': 2,
+                        'warmup': 1},
             'workdir': str(tmp_path / 'models'),
             'variants': [
                  {'name': 'base', 'baseline': True},
                  {'name': 'int8', 'precision': 'int8'},
                  {'name': 'nb', 'reduction': {'policy': 'neighbor', 'window_first': 0.5,
-                                              'ratio': 0.3, 'locations': [1, 2]}}]}
+                                              'ratio': 0.3, 'locations': [1, 2]}},
+                 {'name': 'peer', 'checkpoint': str(tmp_path / 'peer' / 'last.pt')}]}
     (tmp_path / 'bench.yaml').write_text(yaml.safe_dump(grid))
     out = tmp_path / 'out'
     bench.run_bench(tmp_path / 'bench.yaml', out)
@@ -59,6 +66,28 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini, monkeypatch
     for v in vs.values():   # per-class IoU in the JSON and in the Markdown
         assert list(v['per_class_iou']) == CAMVID_CLASSES
     assert 'Per-class IoU' in (out / 'results.md').read_text()
+    # every variant in every regime at its best thread setting; speed-ups over the baseline's best
+    assert doc['regimes']['regimes'] == ['hot', 'cold']
+    assert doc['regimes']['threads'] == ['1', '2-nospin']
+    for v in vs.values():
+        cells = doc['regimes']['models'][v['onnx']]
+        assert set(cells) == {'hot/1', 'hot/2-nospin', 'cold/1', 'cold/2-nospin'}
+        for g in ('hot', 'cold'):
+            best = v['regimes'][g]
+            assert best['p50'] == min(cells[f'{g}/1']['p50'], cells[f'{g}/2-nospin']['p50'])
+            assert cells[f'{g}/{best["threads"]}']['p50'] == best['p50']
+            assert best['speedup_vs_baseline'] == pytest.approx(
+                vs['base']['regimes'][g]['p50'] / best['p50'])
+    assert vs['base']['regimes']['cold']['speedup_vs_baseline'] == 1.0
+    md = (out / 'results.md').read_text()
+    assert 'Latency by regime' in md and 'cold ms (threads)' in md
+    assert 'cold_p50_ms' in (out / 'results.csv').read_text().splitlines()[0]
+    # the peer: its own model in the table, compared per regime with the reference's variants
+    assert vs['peer']['model'] == 'lraspp_mobilenet_v3_large' and vs['peer']['policy'] == 'none'
+    assert vs['base']['model'] == vs['nb']['model'] != vs['peer']['model']
+    assert '| peer | lraspp_mobilenet_v3_large | fp32 |' in md
+    peers = md.split('Against the peers')[1].split('Per-class IoU')[0]
+    assert '| cold | ' in peers and f'peer: {vs["peer"]["regimes"]["cold"]["p50"]:.1f} ms' in peers
     # the recorded deviation is the one the two passes' latencies give
     rep = doc['reproducibility']
     again = rep['second_pass_p50_ms']
@@ -90,6 +119,35 @@ def test_tiny_grid_writes_table_json_csv_plot(tmp_path, camvid_mini, monkeypatch
     victim.write_bytes(Path(doc['variants'][0]['onnx']).read_bytes() + b'\0')
     with pytest.raises(UserError, match='differ from the ones this run timed'):
         retime(out / 'results.json')
+
+
+def test_bench_config_refuses_an_unknown_regime(tmp_path):
+    from vit_seg_node.core.errors import UserError
+
+    grid = {'variants': [{'name': 'base', 'baseline': True}], 'regimes': {'regimes': ['warm']}}
+    (tmp_path / 'b.yaml').write_text(yaml.safe_dump(grid))
+    with pytest.raises(UserError, match="unknown regime 'warm'"):
+        bench.BenchConfig.load(tmp_path / 'b.yaml')
+    grid['regimes'] = {'threads': [4]}
+    (tmp_path / 'b.yaml').write_text(yaml.safe_dump(grid))
+    with pytest.raises(UserError, match='unknown thread setting 4'):
+        bench.BenchConfig.load(tmp_path / 'b.yaml')
+
+
+def test_peers_table_picks_the_fastest_variant_within_the_drop():
+    from vit_seg_optimize.report import peers_table
+
+    def v(name, model, policy, lat, miou, baseline=False):
+        return {'name': name, 'model': model, 'policy': policy, 'miou': miou,
+                'baseline': baseline, 'latency_ms': {'p50': lat}}
+    doc = {'split': 'heldout', 'variants': [
+        v('base', 'vit', 'none', 60, 0.400, True), v('nb', 'vit', 'neighbor', 20, 0.392),
+        v('nb2', 'vit', 'neighbor', 15, 0.385), v('cnn', 'cnn', 'none', 18, 0.42),
+        v('cnn8', 'cnn', 'none', 17, 0.41)]}
+    md = peers_table(doc)
+    row = [line for line in md.splitlines() if line.startswith('| hot')][0]
+    assert row == '| hot | nb: 20.0 ms, 0.3920 | cnn8: 17.0 ms, 0.4100 |'   # nb2 drops 1.5 pts
+    assert peers_table({'split': 's', 'variants': doc['variants'][:3]}) == ''
 
 
 def test_pareto_front():

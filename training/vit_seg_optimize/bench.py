@@ -78,10 +78,25 @@ def build_variant(variant: dict, checkpoint: str, workdir: Path, frames: list) -
         attach_reduction(model, variant['reduction'], img)
     card = card_from_config(cfg, variant['name'],
                             command=f'vit-seg bench (variant {variant["name"]})')
-    card.reduction = model.reduction_card
+    card.reduction = getattr(model, 'reduction_card', {'policy': 'none'})   # peers: none
     path = workdir / f'{variant["name"]}.fp32.onnx'
     export_onnx(model, card, path, frames, output=variant.get('output', 'labels'))
     return model, card, path, img
+
+
+def check_regimes(spec: Any) -> None:
+    """Refuse a ``regimes:`` entry that names an unknown regime or thread setting."""
+    from vit_seg_optimize.regimes import REGIMES, THREADS
+
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise UserError('regimes: must be a mapping (regimes, threads, warmup, runs)')
+    for key, known in (('regimes', REGIMES), ('threads', THREADS)):
+        bad = [x for x in spec.get(key, known) if str(x) not in known]
+        if bad:
+            raise UserError(f'unknown {key[:-1] if key == "regimes" else "thread setting"} '
+                            f'{bad[0]!r} in regimes:; known: {", ".join(known)}')
 
 
 @dataclasses.dataclass
@@ -101,6 +116,7 @@ class BenchConfig:
         variants = doc.get('variants') or []
         if sum(bool(v.get('baseline')) for v in variants) != 1:
             raise UserError('exactly one variant must be marked baseline: true')
+        check_regimes(doc.get('regimes'))
         return cls(str(path), doc)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -136,7 +152,7 @@ def score_variants(cfg: BenchConfig, work: Path) -> list[dict]:
         c = cost(model, (1, 3, *img))
         ev = measure.evaluate_onnx(path, card, data, split, threads, cfg.get('limit'))
         rows.append({
-            'name': v['name'], 'baseline': bool(v.get('baseline')),
+            'name': v['name'], 'baseline': bool(v.get('baseline')), 'model': card.backbone,
             'policy': card.reduction.get('policy', 'none'),
             'budget': card.reduction.get('params'), 'precision': precision,
             'fine_tuned': 'checkpoint' in v, 'params': c['params'], 'macs': c['macs'],
@@ -177,6 +193,30 @@ def time_variants(rows: list[dict], threads: int, warmup: int, runs: int, passes
     return lats, check, bandwidth
 
 
+def time_regimes(rows: list[dict], spec: dict) -> dict:
+    """Time every variant in the robot regimes (``vit_seg_optimize.regimes``).
+
+    Adds to each row, per regime, the thread setting with the lowest p50 and the speed-up over
+    the baseline at its own best setting; returns the settings and every cell per model file.
+    """
+    from vit_seg_optimize.regimes import REGIMES, THREADS, best_setting, run_regimes
+
+    regimes = tuple(spec.get('regimes', REGIMES))
+    threads = tuple(str(t) for t in spec.get('threads', THREADS))
+    doc = run_regimes([r['onnx'] for r in rows], regimes, threads,
+                      int(spec.get('warmup', 3)), int(spec.get('runs', 20)))
+    base = next(r for r in rows if r['baseline'])
+    for r in rows:
+        r['regimes'] = {}
+        for regime in regimes:
+            th, lat = best_setting(doc['models'][r['onnx']], regime)
+            r['regimes'][regime] = {'threads': th, **lat}
+    for r in rows:
+        for regime, cell in r['regimes'].items():
+            cell['speedup_vs_baseline'] = base['regimes'][regime]['p50'] / cell['p50']
+    return {k: doc[k] for k in ('regimes', 'threads', 'warmup', 'runs', 'models')}
+
+
 def relate(rows: list[dict], lats: list[dict], peaks: dict[str, float]) -> None:
     """Add latency, FPS, roofline fraction and the ratios to the baseline to every row."""
     for r, lat in zip(rows, lats):
@@ -215,6 +255,8 @@ def run_bench(config_path: str | os.PathLike, out_dir: str | os.PathLike,
     doc = {'machine': machine, 'config': str(config_path), 'split': cfg.get('split', 'val'),
            'timing': {'warmup': warmup, 'runs': runs, 'passes': passes},
            'variants': rows, 'reproducibility': check}
+    if cfg.get('regimes'):
+        doc['regimes'] = time_regimes(rows, cfg.get('regimes'))
     write_results(doc, out)
     return doc
 

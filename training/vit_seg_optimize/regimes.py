@@ -28,6 +28,10 @@ from vit_seg_optimize.measure import machine_info, percentiles
 
 REGIMES = ('hot', 'cold', 'loaded')
 THREADS = ('1', '2', '2-nospin')
+SWEEP_MB = 64
+REGIME_WORDS = {'hot': 'bursts on one input, weights in cache',
+                'cold': f'a {SWEEP_MB} MB memory sweep before every run',
+                'loaded': 'one busy process on a core'}
 
 
 def sweep(buffer: np.ndarray) -> None:
@@ -57,7 +61,7 @@ def time_one_by_one(sessions: list, feeds: list[dict], runs: int,
 
 
 def time_regime(sessions: list, feeds: list[dict], regime: str, warmup: int, runs: int,
-                sweep_mb: int = 64) -> list[dict[str, float]]:
+                sweep_mb: int = SWEEP_MB) -> list[dict[str, float]]:
     """Return per session the latency percentiles (ms) in ``regime``."""
     from vit_seg_optimize.measure import time_interleaved
 
@@ -85,16 +89,26 @@ def time_regime(sessions: list, feeds: list[dict], regime: str, warmup: int, run
 def run_regimes(models: list[str | os.PathLike], regimes=REGIMES, threads=THREADS,
                 warmup: int = 5, runs: int = 30) -> dict:
     """Time every model in every regime and thread setting; return the results document."""
-    rows: dict[str, dict] = {str(m): {} for m in models}
+    models = list(dict.fromkeys(str(m) for m in models))   # one session per file
+    rows: dict[str, dict] = {m: {} for m in models}
     for th in threads:
         n, spin = int(th.split('-')[0]), not th.endswith('nospin')
         sessions = [make_session(m, n, spinning=spin) for m in models]
         feeds = [_feed(s) for s in sessions]
         for regime in regimes:
             for m, lat in zip(models, time_regime(sessions, feeds, regime, warmup, runs)):
-                rows[str(m)][f'{regime}/{th}'] = lat
+                rows[m][f'{regime}/{th}'] = lat
     return {'machine': machine_info(0), 'warmup': warmup, 'runs': runs,
             'regimes': list(regimes), 'threads': list(threads), 'models': rows}
+
+
+def best_setting(cells: dict[str, dict], regime: str) -> tuple[str, dict[str, float]]:
+    """Return the thread setting with the lowest p50 in ``regime`` and its percentiles."""
+    mine = {c.split('/', 1)[1]: lat for c, lat in cells.items() if c.split('/', 1)[0] == regime}
+    if not mine:
+        raise KeyError(f'no cell of regime {regime!r}')
+    th = min(mine, key=lambda t: mine[t]['p50'])
+    return th, mine[th]
 
 
 def markdown(doc: dict) -> str:

@@ -18,15 +18,82 @@ def write_results(doc: dict, out: Path) -> None:
             'p50_ms', 'p90_ms', 'p99_ms', 'fps', 'miou', 'speedup_vs_baseline',
             'miou_drop_vs_baseline', 'achieved_gflops', 'roofline_fraction']
     buf = io.StringIO()
+    regimes = doc.get('regimes', {}).get('regimes', [])
+    cols += [f'{g}_{k}' for g in regimes for k in ('p50_ms', 'threads', 'speedup')]
     w = csv.DictWriter(buf, cols, extrasaction='ignore')
     w.writeheader()
     for r in doc['variants']:
-        w.writerow({**r, 'budget': json.dumps(r['budget']), 'p50_ms': r['latency_ms']['p50'],
-                    'p90_ms': r['latency_ms']['p90'], 'p99_ms': r['latency_ms']['p99']})
+        cells = {f'{g}_{k}': r['regimes'][g][src] for g in regimes
+                 for k, src in (('p50_ms', 'p50'), ('threads', 'threads'),
+                                ('speedup', 'speedup_vs_baseline'))}
+        w.writerow({**r, **cells, 'budget': json.dumps(r['budget']),
+                    'p50_ms': r['latency_ms']['p50'], 'p90_ms': r['latency_ms']['p90'],
+                    'p99_ms': r['latency_ms']['p99']})
     atomic_write_text(out / 'results.csv', buf.getvalue())
-    atomic_write_text(out / 'results.md', markdown_table(doc) + per_class_table(doc)
-                      + matched_latency_table(doc, 0.05) + matched_latency_table(doc, 0.10))
+    atomic_write_text(out / 'results.md', markdown_table(doc) + regimes_table(doc)
+                      + peers_table(doc) + per_class_table(doc) + matched_latency_table(doc, 0.05)
+                      + matched_latency_table(doc, 0.10))
     pareto_plot(doc, out / 'pareto.png')
+
+
+def regimes_table(doc: dict) -> str:
+    """Return every variant's p50 per regime at its best thread setting, and the speed-ups."""
+    from vit_seg_optimize.regimes import REGIME_WORDS
+
+    reg = doc.get('regimes')
+    if not reg:
+        return ''
+    names = reg['regimes']
+    lines = ['', 'Latency by regime (' + '; '.join(f'{g}: {REGIME_WORDS[g]}' for g in names)
+             + f'): p50 ms at each variant\'s best thread setting of {", ".join(reg["threads"])} '
+             f'(`2-nospin`: ONNX Runtime\'s pool does not spin), {reg["runs"]} runs per cell, '
+             'variants interleaved; speed-up over the baseline at its own best setting.', '',
+             '| variant | precision | mIoU | ' + ' | '.join(f'{g} ms (threads)' for g in names)
+             + ' | speed-up ' + ' / '.join(names) + ' |',
+             '|---|---|---|' + '---|' * (len(names) + 1)]
+    for r in doc['variants']:
+        cells = [r['regimes'][g] for g in names]
+        lines.append(f'| {r["name"]} | {r["precision"]} | {r["miou"]:.4f} | ' + ' | '.join(
+            f'{c["p50"]:.1f} ({c["threads"]})' for c in cells) + ' | ' + ' / '.join(
+            f'{c["speedup_vs_baseline"]:.2f}x' for c in cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def latency_in(row: dict, regime: str) -> float:
+    """Return a row's p50 in ``regime`` (``hot`` without regime timings: the grid's own)."""
+    return row['regimes'][regime]['p50'] if 'regimes' in row else row['latency_ms']['p50']
+
+
+def peers_table(doc: dict, max_drop: float = 0.01) -> str:
+    """Return, per regime, the fastest variant within ``max_drop`` mIoU of the baseline against
+    each peer architecture's fastest form (empty without peers)."""
+    rs = doc['variants']
+    peers = sorted({family(doc, r) for r in rs} - {r['policy'] for r in rs})
+    if not peers:
+        return ''
+    regimes = doc['regimes']['regimes'] if doc.get('regimes') else ['hot']
+    lines = ['', f'Against the peers: per regime, the fastest variant of the reference within '
+             f'{100 * max_drop:.0f} mIoU point of its baseline, and the fastest form of each peer '
+             f'(p50 ms at the best thread setting, mIoU on {doc["split"]}).', '',
+             '| regime | reference variant | ' + ' | '.join(peers) + ' |',
+             '|---|---|' + '---|' * len(peers)]
+    base = next(r for r in rs if r['baseline'])
+    for g in regimes:
+        ours = [r for r in rs if family(doc, r) == r['policy']
+                and base['miou'] - r['miou'] <= max_drop]
+        cells = []
+        for fam in [None] + peers:
+            group = ours if fam is None else [r for r in rs if family(doc, r) == fam]
+            r = min(group, key=lambda x: latency_in(x, g))
+            cells.append(f'{r["name"]}: {latency_in(r, g):.1f} ms, {r["miou"]:.4f}')
+        lines.append(f'| {g} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def family(doc: dict, row: dict) -> str:
+    """Return a row's token-reduction policy, or its model's name for a peer architecture."""
+    base = next((r.get('model') for r in doc['variants'] if r.get('baseline')), None)
+    return row['policy'] if row.get('model', base) == base else row['model']
 
 
 def per_class_table(doc: dict) -> str:
@@ -68,14 +135,14 @@ def markdown_table(doc: dict) -> str:
              + (f' A second timing pass reproduced every speed-up ratio within '
                 f'{100 * doc["reproducibility"]["max_speedup_ratio_deviation"]:.1f} %.'
                 if doc.get('reproducibility') else ''), '',
-             '| variant | policy | precision | GFLOPs | params (M) | p50 / p90 / p99 ms | FPS | '
+             '| variant | policy (or peer) | precision | GFLOPs | params (M) | p50 / p90 / p99 ms | FPS | '
              'mIoU | speed-up | mIoU drop (pts) | G(FL)OP/s (% peak) |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in doc['variants']:
         lat = r['latency_ms']
         frac = f' ({100 * r["roofline_fraction"]:.0f}%)' if r['roofline_fraction'] else ''
         lines.append(
-            f'| {r["name"]}{" (baseline)" if r["baseline"] else ""} | {r["policy"]} | '
+            f'| {r["name"]}{" (baseline)" if r["baseline"] else ""} | {family(doc, r)} | '
             f'{r["precision"]} | {r["flops"] / 1e9:.2f} | {r["params"] / 1e6:.2f} | '
             f'{lat["p50"]:.1f} / {lat["p90"]:.1f} / {lat["p99"]:.1f} | {r["fps"]:.1f} | '
             f'{r["miou"]:.4f} | {r["speedup_vs_baseline"]:.2f}x | '
@@ -88,7 +155,7 @@ def matched_latency(doc: dict, policy: str = 'neighbor', tol: float = 0.05) -> l
 
     A rival has the same precision and a latency within ``tol`` (relative) of the variant's.
     """
-    rs = [r for r in doc['variants'] if r['policy'] != 'none']
+    rs = [r for r in doc['variants'] if r['policy'] != 'none' and family(doc, r) == r['policy']]
     others = sorted({r['policy'] for r in rs} - {policy})
     rows = []
     for r in rs:
@@ -152,7 +219,7 @@ def pareto_plot(doc: dict, path: Path, floor_points: float = 12.0) -> None:
     ax = fig.add_axes([0.06, 0.08, 0.60, 0.84])
     colors: dict[str, str] = {}
     for n, (r, (x, y)) in enumerate(zip(rs, pts), 1):
-        c = colors.setdefault(r['policy'], f'C{len(colors)}')
+        c = colors.setdefault(family(doc, r), f'C{len(colors)}')
         clipped = y < floor
         marker = 'v' if clipped else {'fp32': 'o', 'fp16': 's', 'int8': '^',
                                       'mixed': 'D'}.get(r['precision'], 'o')
