@@ -244,11 +244,14 @@ def test_sensitivity_report_drives_the_quantize_command(tiny_model, camvid_mini,
                  '--plan', str(bad)]) == 2
 
 
-def test_quantized_card_drops_float_metrics_until_eval_records(tiny_model, camvid_mini, tmp_path):
+def test_quantized_card_drops_float_metrics_until_eval_records(tiny_model, camvid_mini, tmp_path,
+                                                               caplog):
     from vit_seg_node.cli import main
 
     out = tmp_path / 'q.onnx'
     assert main(['quantize', '--model', str(tiny_model), '--out', str(out)]) == 0
+    # ONNX Runtime quantizer's advice ("consider pre-processing ...") is not shown to users
+    assert not [r for r in caplog.records if 'onnxruntime' in r.pathname], caplog.text
     assert load_card(out).metrics == {}
     args = ['eval', '--model', str(out), '--data', str(camvid_mini), '--split', 'val']
     assert main(args + ['--record', '--limit', '1']) == 2

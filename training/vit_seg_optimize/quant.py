@@ -23,12 +23,14 @@ is faster than FP32 here); the stem's convolutions static U8S8 Q/DQ (``QLinearCo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 import re
 import tempfile
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -154,6 +156,29 @@ def _nodes_at(model_path: str | os.PathLike, plan: dict, precision: str) -> list
     return [n for g, names in groups.items() if prec[g] == precision for n in names]
 
 
+class _QuantizerAdvice(logging.Filter):
+    """Drop ONNX Runtime quantizer's advice lines (pre-processing, already quantized?).
+
+    They are logged through the root logger on every call and say nothing about this
+    package's models (their shapes are static and inferred); its errors still pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or \
+            f'onnxruntime{os.sep}quantization' not in record.pathname
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """Silence ONNX Runtime quantizer's advice while the block runs."""
+    f = _QuantizerAdvice()
+    logging.getLogger().addFilter(f)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(f)
+
+
 def quantize_dynamic_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                           nodes: Optional[Iterable[str]] = None) -> Path:
     """Write dynamic INT8 (ONNX Runtime's CPU form) of the weight layers ``nodes``."""
@@ -166,8 +191,9 @@ def quantize_dynamic_int8(fp32_path: str | os.PathLike, out_path: str | os.PathL
     if not nodes:   # nothing to quantize: an identical copy
         Path(out_path).write_bytes(Path(fp32_path).read_bytes())
         return Path(out_path)
-    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=list(QUANT_OPS), nodes_to_quantize=nodes)
+    with quiet_quantizer():
+        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(QUANT_OPS), nodes_to_quantize=nodes)
     return Path(out_path)
 
 
@@ -244,12 +270,13 @@ def quantize_static_convs(fp32_path: str | os.PathLike, out_path: str | os.PathL
     produced_by_conv = {n.output[0] for n in g.node if n.name in set(convs)}
     relus = [n.name for n in g.node if n.op_type == 'Relu' and n.input[0] in produced_by_conv]
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    quantize_static(
-        str(fp32_path), str(out_path), _FrameReader(input_name, calibration),
-        quant_format=QuantFormat.QDQ, op_types_to_quantize=['Conv', 'Relu'], per_channel=True,
-        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-        calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=list(convs) + relus,
-        extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
+    with quiet_quantizer():
+        quantize_static(
+            str(fp32_path), str(out_path), _FrameReader(input_name, calibration),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=['Conv', 'Relu'],
+            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=list(convs) + relus,
+            extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
     return Path(out_path)
 
 
@@ -283,16 +310,17 @@ def quantize_qdq(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     if not calibration:
         raise UserError('static quantization needs calibration frames')
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    quantize_static(
-        str(fp32_path), str(out_path), _FrameReader(input_name, calibration),
-        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS), per_channel=True,
-        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
-        calibrate_method=methods[method],
-        nodes_to_quantize=plan_int8_nodes(fp32_path, plan or {'default': 'int8'}),
-        extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True,
-                       # Q/DQ only on the inputs of the quantized operators, none on their
-                       # outputs: what TensorRT fuses into INT8 GEMMs/convolutions
-                       'OpTypesToExcludeOutputQuantization': list(QUANT_OPS)})
+    with quiet_quantizer():
+        quantize_static(
+            str(fp32_path), str(out_path), _FrameReader(input_name, calibration),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS),
+            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+            nodes_to_quantize=plan_int8_nodes(fp32_path, plan or {'default': 'int8'}),
+            extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True,
+                           # Q/DQ only on the inputs of the quantized operators, none on their
+                           # outputs: what TensorRT fuses into INT8 GEMMs/convolutions
+                           'OpTypesToExcludeOutputQuantization': list(QUANT_OPS)})
     return Path(out_path)
 
 
