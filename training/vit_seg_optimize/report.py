@@ -65,8 +65,11 @@ def latency_in(row: dict, regime: str) -> float:
 
 
 def peers_table(doc: dict, max_drop: float = 0.01) -> str:
-    """Return, per regime, the fastest variant within ``max_drop`` mIoU of the baseline against
-    each peer architecture's fastest form (empty without peers)."""
+    """Return, per regime, the reference's fastest variant against each peer's fastest form.
+
+    The reference's variants qualify within ``max_drop`` mIoU of its baseline; empty without
+    peers.
+    """
     rs = doc['variants']
     peers = sorted({family(doc, r) for r in rs} - {r['policy'] for r in rs})
     if not peers:
@@ -135,8 +138,8 @@ def markdown_table(doc: dict) -> str:
              + (f' A second timing pass reproduced every speed-up ratio within '
                 f'{100 * doc["reproducibility"]["max_speedup_ratio_deviation"]:.1f} %.'
                 if doc.get('reproducibility') else ''), '',
-             '| variant | policy (or peer) | precision | GFLOPs | params (M) | p50 / p90 / p99 ms | FPS | '
-             'mIoU | speed-up | mIoU drop (pts) | G(FL)OP/s (% peak) |',
+             '| variant | policy (or peer) | precision | GFLOPs | params (M) | p50 / p90 / p99 ms '
+             '| FPS | mIoU | speed-up | mIoU drop (pts) | G(FL)OP/s (% peak) |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in doc['variants']:
         lat = r['latency_ms']
@@ -155,7 +158,8 @@ def matched_latency(doc: dict, policy: str = 'neighbor', tol: float = 0.05) -> l
 
     A rival has the same precision and a latency within ``tol`` (relative) of the variant's.
     """
-    rs = [r for r in doc['variants'] if r['policy'] != 'none' and family(doc, r) == r['policy']]
+    rs = [r for r in doc['variants']
+          if r['policy'] != 'none' and family(doc, r) == r['policy']]
     others = sorted({r['policy'] for r in rs} - {policy})
     rows = []
     for r in rs:
