@@ -82,6 +82,31 @@ def test_decoder_messages_go_to_the_callback_not_stderr(capfd):
     assert any('Corrupt JPEG' in w for w in warnings), warnings
 
 
+def test_published_images_hand_rclpy_its_own_byte_type():
+    """Published payloads are ``array.array('B')``, which message setters take as they are.
+
+    Given ``bytes``, a setter with field checks on (Humble; Jazzy with
+    ROS_PYTHON_CHECK_FIELDS=1) checks every element in Python.
+    """
+    import array
+
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from vit_seg_node.ros.convert import fill_image
+
+    class Recorder:
+        pass
+    image = np.arange(5 * 8 * 3, dtype=np.uint8).reshape(5, 8, 3)[:, ::-1]   # not contiguous
+    rec = Recorder()
+    fill_image(rec, image, 'rgb8', Header())
+    assert type(rec.data) is array.array and rec.data.typecode == 'B'
+    msg = Image()
+    fill_image(msg, image, 'rgb8', Header(frame_id='cam'))
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (5, 8, 24, 'rgb8')
+    assert np.array_equal(image_to_rgb(msg), image)
+
+
 def test_yaml_alias_bomb_in_a_card_is_refused_fast(tiny_model, tmp_path):
     model = tmp_path / 'm.onnx'
     shutil.copy(tiny_model, model)

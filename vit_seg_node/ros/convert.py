@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 from typing import Callable, Optional
 
 import cv2
@@ -98,12 +99,24 @@ def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS,
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def fill_image(msg, array: np.ndarray, encoding: str, header) -> None:
-    """Fill a sensor_msgs/Image from a contiguous uint8 array (mono8 HxW or rgb8 HxWx3)."""
-    array = np.ascontiguousarray(array, np.uint8)
+def byte_payload(image: np.ndarray) -> array.array:
+    """Return an image's bytes as ``array.array('B')``, rclpy's own type for ``uint8[]``.
+
+    A message setter takes that type as it is; given ``bytes``, a setter with field checks on
+    (Humble's generated code, or ``ROS_PYTHON_CHECK_FIELDS=1`` from Jazzy on) checks every
+    element in Python: 8.7 ms for a 480x360 mask against 0.1 ms.
+    """
+    payload = array.array('B')
+    payload.frombytes(np.ascontiguousarray(image, np.uint8).data)
+    return payload
+
+
+def fill_image(msg, image: np.ndarray, encoding: str, header) -> None:
+    """Fill a sensor_msgs/Image from a uint8 array (mono8 HxW or rgb8 HxWx3)."""
+    image = np.ascontiguousarray(image, np.uint8)
     msg.header = header
-    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = int(array.strides[0])
-    msg.data = array.tobytes()
+    msg.step = int(image.strides[0])
+    msg.data = byte_payload(image)

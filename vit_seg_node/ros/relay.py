@@ -11,6 +11,7 @@ hand-off from what segmentation adds (conversion, pre/post-processing, inference
 
 from __future__ import annotations
 
+import array
 import sys
 import threading
 from typing import Any, Optional
@@ -62,7 +63,8 @@ class RelayNode(Node):
                 msg, self._pending = self._pending, None
             out = Image(header=msg.header, height=msg.height, width=msg.width,
                         encoding='mono8', step=msg.width)
-            out.data = bytes(int(msg.width) * int(msg.height))
+            # rclpy's own uint8[] type: no per-element check in the setter (convert.byte_payload)
+            out.data = array.array('B', bytes(int(msg.width) * int(msg.height)))
             self.pub_mask.publish(out)
 
     def _diagnostics(self) -> None:
