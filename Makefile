@@ -42,13 +42,15 @@ lint: setup
 REF_FILES  := d5c1ef3:training/reference/camvid_vit_tiny/model.safetensors \
               d5c1ef3:training/reference/camvid_vit_tiny_neighbor/model.safetensors \
               d5c1ef3:training/reference/camvid_vit_tiny/stage1_model.safetensors \
-              3dc6818:training/reference/heldout_vit_tiny_cpu_crops/model.safetensors
+              3dc6818:training/reference/heldout_vit_tiny_cpu_crops/model.safetensors \
+              d5bf706:training/reference/heldout_segformer_b0/model.safetensors
 reference:
 	@for r in $(REF_FILES); do f=$${r#*:}; [ -s $$f ] || git show $$r > $$f; done; \
 	  echo "reference checkpoints in training/reference/ (from git history)"
 
 # The benchmark of record: the protocol reference's variants scored on the held-out drive.
 bench: setup reference
+	$(PY) -m pip install -q -r requirements/peers.txt
 	$(VENV)/bin/vit-seg bench --config training/configs/bench_heldout.yaml --out docs/results/heldout_bench
 
 # The grid of the shipped models' reference (trained on train + val), scored on val (seen).
