@@ -92,11 +92,11 @@ def check_regimes(spec: Any) -> None:
         return
     if not isinstance(spec, dict):
         raise UserError('regimes: must be a mapping (regimes, threads, warmup, runs)')
-    for key, known in (('regimes', REGIMES), ('threads', THREADS)):
+    for key, what, known in (('regimes', 'regime', REGIMES),
+                             ('threads', 'thread setting', THREADS)):
         bad = [x for x in spec.get(key, known) if str(x) not in known]
         if bad:
-            raise UserError(f'unknown {key[:-1] if key == "regimes" else "thread setting"} '
-                            f'{bad[0]!r} in regimes:; known: {", ".join(known)}')
+            raise UserError(f'unknown {what} {bad[0]!r} in regimes:; known: {", ".join(known)}')
 
 
 @dataclasses.dataclass
