@@ -195,3 +195,18 @@ def test_gemm_peak_builds_and_times_both_kernels():
 
     for precision in ('fp32', 'int8'):
         assert gemm_peak(1, precision, shapes=((8, 16, 8), (16, 16, 16)), runs=2) > 0
+
+
+@pytest.mark.parametrize('record', ['docs/results/results.json',
+                                    'docs/results/heldout_bench/results.json'])
+def test_committed_grids_have_physical_roofline_fractions(record):
+    """Every committed grid was timed against peaks of the kernels the models use: no fraction
+    of a peak above 1, and each fraction is the row's throughput over its precision's peak."""
+    doc = json.loads((ROOT / record).read_text())
+    peaks = doc['machine']['gemm_peak_gflops']
+    for v in doc['variants']:
+        if v.get('roofline_fraction') is None:
+            continue
+        assert 0 < v['roofline_fraction'] <= 1, v['name']
+        peak = peaks['fp32' if v['precision'] in ('fp32', 'fp16') else 'int8']
+        assert abs(v['roofline_fraction'] - v['achieved_gflops'] / peak) < 1e-6, v['name']
