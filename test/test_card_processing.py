@@ -4,7 +4,8 @@ import yaml
 
 from vit_seg_node.core.card import (CAMVID_CLASSES, CAMVID_PALETTE, card_path_for, load_card,
                                     ModelCard, ModelCardError, save_card)
-from vit_seg_node.core.processing import (colorize, fit_geometry, overlay, postprocess, preprocess)
+from vit_seg_node.core.processing import (colorize, fit_geometry, normalize, overlay, postprocess,
+                                          preprocess)
 
 
 def make_card(**kw):
@@ -53,6 +54,17 @@ def test_preprocess_shapes_and_normalisation():
     expected = (1.0 - np.array(card.mean)) / np.array(card.std)
     assert np.allclose(x[0, :, 5, 5], expected, atol=1e-5)
     assert (geo.src_height, geo.src_width) == (360, 480)
+
+
+def test_normalize_matches_the_formula_per_pixel_and_channel():
+    """Every pixel of every channel of every image of a batch, also from a strided view."""
+    card = make_card(mean=(0.3, 0.5, 0.7), std=(0.2, 0.25, 0.3))
+    big = np.random.default_rng(0).integers(0, 256, (2, 32, 96, 3), dtype=np.uint8)
+    images = big[:, :, ::2]              # not contiguous
+    x = normalize(images, card)
+    ref = (images.astype(np.float64) / 255.0 - np.array(card.mean)) / np.array(card.std)
+    assert x.shape == (2, 3, 32, 48) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.abs(x - ref.transpose(0, 3, 1, 2)).max() < 1e-5
 
 
 def test_postprocess_restores_source_size_with_letterbox():
