@@ -200,8 +200,11 @@ def test_gemm_peak_builds_and_times_both_kernels():
 @pytest.mark.parametrize('record', ['docs/results/results.json',
                                     'docs/results/heldout_bench/results.json'])
 def test_committed_grids_have_physical_roofline_fractions(record):
-    """Every committed grid was timed against peaks of the kernels the models use: no fraction
-    of a peak above 1, and each fraction is the row's throughput over its precision's peak."""
+    """Every committed grid's roofline fractions are at most 1 and match its recorded peaks.
+
+    The peaks are measured with the kernels the models use, so each fraction is the row's
+    throughput over its precision's peak.
+    """
     doc = json.loads((ROOT / record).read_text())
     peaks = doc['machine']['gemm_peak_gflops']
     for v in doc['variants']:
