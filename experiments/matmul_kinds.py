@@ -80,9 +80,9 @@ def main() -> None:
     for k, v in rep['kinds'].items():
         print(f'{k}: {v["ms"]:.3f} ms ({v["gops"]:.0f} GOP/s)')
     if a.out:
-        from vit_seg_optimize.quant import save_json
+        from vit_seg_node.core.io import write_json
 
-        save_json(rep, a.out)
+        write_json(a.out, rep)
 
 
 if __name__ == '__main__':

@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 
 from vit_seg_optimize.export import frames_to_batches
-from vit_seg_optimize.quant import (allocate, node_groups, plan_fp32_nodes, quantize_mixed,
-                                    quantize_qdq)
+from vit_seg_optimize.plan import allocate, node_groups, plan_fp32_nodes
+from vit_seg_optimize.quant import quantize_mixed, quantize_qdq
 from vit_seg_node.core.datasets import SegmentationDataset
 from vit_seg_node.backends.base import create_backend
 from vit_seg_node.core.card import load_card
@@ -26,7 +26,7 @@ def test_groups_cover_blocks_and_decoder(tiny_model):
 def test_plan_keys_name_groups_or_their_parents(tiny_model):
     import pytest
 
-    from vit_seg_optimize.quant import group_precisions
+    from vit_seg_optimize.plan import group_precisions
     from vit_seg_node.core.errors import UserError
 
     prec = group_precisions(tiny_model, {'default': 'int8', 'groups': {
@@ -186,7 +186,7 @@ def test_float16_typed_qdq_for_strongly_typed_tensorrt(tiny_neighbor, camvid_min
     import pytest
 
     from vit_seg_optimize.export import export_onnx
-    from vit_seg_optimize.quant import to_float16
+    from vit_seg_optimize.float16 import to_float16
     from vit_seg_node.core.errors import UserError
 
     model, card = tiny_neighbor
@@ -219,7 +219,7 @@ def test_float16_typed_qdq_for_strongly_typed_tensorrt(tiny_neighbor, camvid_min
 def test_sensitivity_report_drives_the_quantize_command(tiny_model, camvid_mini, tmp_path):
     import json
 
-    from vit_seg_optimize.quant import sensitivity
+    from vit_seg_optimize.sensitivity import sensitivity
     from vit_seg_node.cli import main
 
     card = load_card(tiny_model)
@@ -284,7 +284,7 @@ def test_ort_profile_attributes_kernel_time(tiny_model):
 def test_tensorrt_qdq_fp16_form_follows_tensorrt_rules(tiny_neighbor, camvid_mini, tmp_path):
     """The rules a strongly typed TensorRT build needs to run the Linear layers in INT8."""
     from vit_seg_optimize.export import export_onnx
-    from vit_seg_optimize.quant import to_float16
+    from vit_seg_optimize.float16 import to_float16
 
     model, card = tiny_neighbor
     ds = SegmentationDataset(camvid_mini, 'train', cache=False)

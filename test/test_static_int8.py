@@ -73,7 +73,7 @@ def test_rewrite_folds_scale_and_transpose_and_stays_close(tmp_path):
 def test_tensor_ranges_clip_with_a_percentile(tiny_model, camvid_mini):
     from vit_seg_node.core.datasets import SegmentationDataset
     from vit_seg_optimize.export import frames_to_batches
-    from vit_seg_optimize.quant import node_groups
+    from vit_seg_optimize.plan import node_groups
     from vit_seg_node.core.card import load_card
 
     card = load_card(tiny_model)
@@ -115,7 +115,7 @@ def test_tiny_model_attention_int8_stays_close(tiny_model, camvid_mini, tmp_path
 
 
 def test_weight_matmul_is_refused(tiny_model, tmp_path):
-    from vit_seg_optimize.quant import node_groups
+    from vit_seg_optimize.plan import node_groups
 
     linear = node_groups(tiny_model)['encoder.blocks.00'][0]
     with pytest.raises(UserError, match='two activations'):
@@ -153,7 +153,8 @@ def test_reduced_model_uniform_int8_runs_close(tiny_neighbor, camvid_mini, tmp_p
     """Neighbour merge: the token scoring's products and the biased attention go static too."""
     from vit_seg_node.core.datasets import SegmentationDataset
     from vit_seg_optimize.export import export_onnx, frames_to_batches
-    from vit_seg_optimize.quant import node_groups, quantize_mixed, uniform_plan
+    from vit_seg_optimize.plan import node_groups, uniform_plan
+    from vit_seg_optimize.quant import quantize_mixed
     from vit_seg_node.backends.base import create_backend
 
     model, card = tiny_neighbor

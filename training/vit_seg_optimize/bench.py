@@ -39,7 +39,7 @@ class Probes:
 
 def precision_plan(fp32_path: Path, precision: str, plan: Optional[dict] = None) -> dict:
     """Return the precision plan of an INT8 form: uniform for ``int8``, ``plan`` for ``mixed``."""
-    from vit_seg_optimize.quant import uniform_plan
+    from vit_seg_optimize.plan import uniform_plan
 
     return uniform_plan(fp32_path) if precision == 'int8' else (plan or {'default': 'int8'})
 
@@ -129,7 +129,7 @@ def score_variants(cfg: BenchConfig, work: Path) -> list[dict]:
     from vit_seg_node.core.datasets import SegmentationDataset, spread_frames
     from vit_seg_optimize.export import frames_to_batches
     from vit_seg_optimize.flops import cost
-    from vit_seg_optimize.quant import load_plan
+    from vit_seg_optimize.plan import load_plan
 
     data, split = cfg.get('data'), cfg.get('split', 'val')
     frames_ds = SegmentationDataset(data, split, None, cache=False)

@@ -50,7 +50,8 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     from vit_seg_node.core.card import load_card
     from vit_seg_node.core.datasets import spread_frames
     from vit_seg_optimize.export import frames_to_batches
-    from vit_seg_optimize.quant import load_plan, write_quantized
+    from vit_seg_optimize.plan import load_plan
+    from vit_seg_optimize.quant import write_quantized
 
     card = load_card(a.model)
     calib = frames_to_batches(spread_frames(a.calib, a.split, a.num_calib), card) \
@@ -67,7 +68,8 @@ def cmd_sensitivity(a: argparse.Namespace) -> int:
     from vit_seg_node.core.datasets import spread_frames
     from vit_seg_node.core.io import write_json
     from vit_seg_optimize.export import frames_to_batches
-    from vit_seg_optimize.quant import allocate, sensitivity
+    from vit_seg_optimize.plan import allocate
+    from vit_seg_optimize.sensitivity import sensitivity
 
     card = load_card(a.model)
     calib = frames_to_batches(spread_frames(a.data, a.calib_split, a.num_calib), card)

@@ -7,8 +7,8 @@ on a CPU, from an FP32 model:
 
 1. time the FP32 model at each thread setting in the chosen regime and keep the fastest;
 2. measure every operator group's INT8 cost (mIoU) and saving (in context, paired timing) with
-   that setting, in that regime (``quant.sensitivity``; ``loaded`` runs it beside a busy
-   process), and allocate a plan within the mIoU budget (``quant.allocate``);
+   that setting, in that regime (``sensitivity.sensitivity``; ``loaded`` runs it beside a busy
+   process), and allocate a plan within the mIoU budget (``plan.allocate``);
 3. write the plan's INT8 model with a card that records the CPU, its ISA flags, ONNX Runtime's
    version, the regime, threads, the plan and the measured p50 of FP32 and of the result.
 
@@ -75,7 +75,9 @@ def tune(fp32_path: str | os.PathLike, data: str, out_dir: str | os.PathLike,
     """Return the tuned model for this machine (cached), tuning it first if needed."""
     from vit_seg_node.core.datasets import spread_frames
     from vit_seg_optimize.export import frames_to_batches
-    from vit_seg_optimize.quant import allocate, sensitivity, write_quantized
+    from vit_seg_optimize.plan import allocate
+    from vit_seg_optimize.quant import write_quantized
+    from vit_seg_optimize.sensitivity import sensitivity
 
     if regime not in TUNE_REGIMES:
         raise ValueError(f'regime must be one of {TUNE_REGIMES}')

@@ -79,7 +79,7 @@ class FakeQuantLinear(nn.Module):
 
 
 def group_of(name: str) -> str:
-    """Return the precision-plan group of a module name (as in ``vit_seg_optimize.quant``)."""
+    """Return the precision-plan group of a module name (as in ``vit_seg_optimize.plan``)."""
     m = re.match(r'encoder\.blocks\.(\d+)\.', name)
     if m:
         return f'encoder.blocks.{int(m.group(1)):02d}'
