@@ -134,6 +134,25 @@ def test_bench_config_refuses_an_unknown_regime(tmp_path):
         bench.BenchConfig.load(tmp_path / 'b.yaml')
 
 
+@pytest.mark.parametrize('text, message', [
+    ('```bash\nmake bench\n```\n', 'cannot read benchmark config'),
+    ('- a\n- b\n', 'must be a mapping'),
+    ('variants: 3\n', 'non-empty list'),
+    ('variants: [base]\n', 'mapping with a name'),
+    ('variants: [{name: a, baseline: true}, {name: a}]\n', 'unique: a'),
+    ('variants: [{name: a}, {name: b}]\n', 'exactly one variant'),
+])
+def test_bad_bench_config_is_one_line_and_exit_2(tmp_path, capsys, text, message):
+    from vit_seg_node.cli import main
+
+    (tmp_path / 'b.yaml').write_text(text)
+    assert main(['bench', '--config', str(tmp_path / 'b.yaml'), '--out',
+                 str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / 'out').exists()
+
+
 def test_peers_table_picks_the_fastest_variant_within_the_drop():
     from vit_seg_optimize.report import peers_table
 
@@ -188,6 +207,10 @@ def test_regimes_time_every_model_in_every_cell(tiny_model, tmp_path):
     assert out.with_suffix('.md').read_text() == markdown(doc)
     assert main(['regimes', '--model', str(tmp_path / 'missing.onnx'), '--json',
                  str(out)]) == 2
+    (tmp_path / 'notes.onnx').write_text('not a model')
+    out.unlink()
+    assert main(['regimes', '--model', str(tmp_path / 'notes.onnx'), '--json', str(out)]) == 2
+    assert not out.exists()
 
 
 def test_gemm_peak_builds_and_times_both_kernels():

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-import yaml
 
 from vit_seg_node.core.errors import UserError
-from vit_seg_node.core.io import file_digest, write_json
+from vit_seg_node.core.io import file_digest, load_yaml, write_json
 from vit_seg_optimize import measure
 from vit_seg_optimize.report import write_results
 
@@ -99,6 +98,22 @@ def check_regimes(spec: Any) -> None:
             raise UserError(f'unknown {what} {bad[0]!r} in regimes:; known: {", ".join(known)}')
 
 
+def check_variants(variants: Any) -> None:
+    """Refuse a variant list that is not named mappings with exactly one baseline (UserError)."""
+    if not isinstance(variants, list) or not variants:
+        raise UserError('variants: must be a non-empty list')
+    names = []
+    for v in variants:
+        if not isinstance(v, dict) or not isinstance(v.get('name'), str) or not v['name']:
+            raise UserError(f'each variant must be a mapping with a name, got {v!r}')
+        names.append(v['name'])
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f'variant names must be unique: {", ".join(twice)}')
+    if sum(bool(v.get('baseline')) for v in variants) != 1:
+        raise UserError('exactly one variant must be marked baseline: true')
+
+
 @dataclasses.dataclass
 class BenchConfig:
     """A benchmark YAML, read once."""
@@ -112,10 +127,10 @@ class BenchConfig:
         p = Path(path)
         if not p.is_file():
             raise UserError(f'benchmark config not found: {p}')
-        doc = yaml.safe_load(p.read_text()) or {}
-        variants = doc.get('variants') or []
-        if sum(bool(v.get('baseline')) for v in variants) != 1:
-            raise UserError('exactly one variant must be marked baseline: true')
+        doc = load_yaml(p, 'benchmark config') or {}
+        if not isinstance(doc, dict):
+            raise UserError(f'benchmark config {p} must be a mapping')
+        check_variants(doc.get('variants'))
         check_regimes(doc.get('regimes'))
         return cls(str(path), doc)
 

@@ -23,6 +23,7 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 0,
     ``optimize=False`` runs the graph as written (calibration of named tensors);
     ``profile_prefix``: write ONNX Runtime's per-operator profile there; ``spinning=False``:
     idle pool threads sleep instead of spinning (they then leave a busy core to other work).
+    A model ONNX Runtime cannot load is one ``BackendError`` (a ``UserError``), for every caller.
     """
     import onnxruntime as ort
 
@@ -39,7 +40,11 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 0,
     available = ort.get_available_providers()
     chosen = [p for p in (providers or CPU) if p in available] or CPU
     src = model if isinstance(model, bytes) else str(Path(model))
-    return ort.InferenceSession(src, sess_options=opts, providers=chosen)
+    try:
+        return ort.InferenceSession(src, sess_options=opts, providers=chosen)
+    except Exception as exc:  # onnxruntime raises its own non-exported exception types
+        what = 'the serialized model' if isinstance(model, bytes) else src
+        raise BackendError(f'ONNX Runtime cannot load {what}: {exc}') from None
 
 
 class OnnxRuntimeBackend:
@@ -61,10 +66,7 @@ class OnnxRuntimeBackend:
                  providers: list[str] | None = None, spinning: bool = True) -> None:
         self.card = card
         wanted = providers or ['CUDAExecutionProvider', 'CPUExecutionProvider']
-        try:
-            self.session = make_session(model_path, threads, wanted, spinning=spinning)
-        except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise BackendError(f'ONNX Runtime cannot load {model_path}: {exc}') from None
+        self.session = make_session(model_path, threads, wanted, spinning=spinning)
         self.providers = self.session.get_providers()
         inputs = {i.name: i for i in self.session.get_inputs()}
         if card.input_name not in inputs:
