@@ -139,6 +139,10 @@ def workspace(tmp_path, tiny_model, camvid_mini):
                           ('ck.pt', b'PK\x03\x04 truncated')):
         (tmp_path / name).write_bytes(content)
     (tmp_path / 'config.yaml').write_text('model: {name: segvit_test, img_size: [64, 96]}\n')
+    (tmp_path / 'junk.onnx').write_text('not a model')        # a valid card, no model
+    shutil.copy(tiny_model.with_suffix('.card.yaml'), tmp_path / 'junk.card.yaml')
+    (tmp_path / 'plan_text.json').write_text('int8 everywhere')
+    (tmp_path / 'plan_list.json').write_text('["int8"]')
     return ws(tmp_path, tmp_path / 'm.onnx', image, data, tmp_path / 'bad.onnx', None,
               tmp_path / 'ck.safetensors', tmp_path / 'ck.pt')
 
@@ -175,6 +179,24 @@ CASES = {
                                                   '--out', w.root / 'b3'],
     'replay rate nan': lambda w: ['replay', '--bag', w.root / 'nobag', '--rate', 'nan',
                                   '--json', w.root / 'r1.json'],
+    'quantize a file that is not ONNX': lambda w: ['quantize', '--model', w.root / 'junk.onnx',
+                                                   '--out', w.root / 'q1.onnx'],
+    'quantize with a plan that is not JSON': lambda w: [
+        'quantize', '--model', w.model, '--plan', w.root / 'plan_text.json',
+        '--out', w.root / 'q2.onnx'],
+    'quantize with a plan that is not a mapping': lambda w: [
+        'quantize', '--model', w.model, '--plan', w.root / 'plan_list.json',
+        '--out', w.root / 'q3.onnx'],
+    'sensitivity of a file that is not ONNX': lambda w: [
+        'sensitivity', '--model', w.root / 'junk.onnx', '--data', w.data,
+        '--json', w.root / 's1.json'],
+    'regimes of a file that is not ONNX': lambda w: [
+        'regimes', '--model', w.root / 'junk.onnx', '--json', w.root / 'g1.json'],
+    'eval of a file that is not ONNX': lambda w: [
+        'eval', '--model', w.root / 'junk.onnx', '--data', w.data, '--split', 'train',
+        '--json', w.root / 'e5.json'],
+    're-timing a file that is not benchmark results': lambda w: [
+        'bench', '--retime', w.root / 'plan_list.json', '--out', w.root / 'rt'],
 }
 
 

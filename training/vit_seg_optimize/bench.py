@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from vit_seg_node.core.errors import UserError
-from vit_seg_node.core.io import file_digest, load_yaml, write_json
+from vit_seg_node.core.io import file_digest, load_json, load_yaml, write_json
 from vit_seg_optimize import measure
 from vit_seg_optimize.report import write_results
 
@@ -288,8 +288,10 @@ def retime(results_path: str | os.PathLike, probes: Optional[Probes] = None) -> 
     p = Path(results_path)
     if not p.is_file():
         raise UserError(f'results not found: {p}')
-    doc = json.loads(p.read_text())
-    rs = doc['variants']
+    doc = load_json(p, 'benchmark results')
+    rs = doc.get('variants') if isinstance(doc, dict) else None
+    if not isinstance(rs, list) or not all(isinstance(r, dict) and 'onnx' in r for r in rs):
+        raise UserError(f'{p} is not the results.json of a benchmark run')
     missing = [r['onnx'] for r in rs if not Path(r['onnx']).is_file()]
     if missing:
         raise UserError(f'{len(missing)} benchmark models are missing (e.g. {missing[0]}): '
@@ -330,6 +332,6 @@ def retime_and_record(results_path: str | os.PathLike, out_dir: str | os.PathLik
     """Re-time a run and append the record to ``out_dir/retime.json``; return (record, path)."""
     rec = retime(results_path, probes)
     path = Path(out_dir) / 'retime.json'
-    history = json.loads(path.read_text()) if path.is_file() else []
+    history = load_json(path, 're-timing record') if path.is_file() else []
     write_json(path, history + [rec])
     return rec, path

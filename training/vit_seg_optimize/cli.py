@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -30,11 +29,12 @@ def cmd_export(a: argparse.Namespace) -> int:
     """Export a checkpoint to ONNX with its model card, verified against PyTorch."""
     from vit_seg_node.cli import command_line
     from vit_seg_node.core.datasets import SegmentationDataset
+    from vit_seg_node.core.io import load_json
     from vit_seg_optimize.export import export_checkpoint
 
     ds = SegmentationDataset(a.frames, a.split, None, cache=False)
     frames = [ds.load(i)[0] for i in range(min(a.num_frames, len(ds)))]
-    metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
+    metrics = load_json(a.metrics, 'metrics') if a.metrics else None
     rep = export_checkpoint(a.checkpoint, a.out, frames, command=command_line(),
                             name=a.name, opset=a.opset, metrics=metrics, output=a.output,
                             reduction=_reduction_arg(a.reduction),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from vit_seg_node.core.errors import UserError
+from vit_seg_optimize.onnx_io import load_onnx
 from vit_seg_node.core.card import ModelCard, save_card
 from vit_seg_node.core.processing import normalize, resize_to_input
 
@@ -32,9 +33,7 @@ def frames_to_batches(frames: Iterable[np.ndarray], card: ModelCard) -> list[np.
 
 def graph_problems(model_path: str | os.PathLike) -> list[str]:
     """Return the reasons an ONNX graph is not a static-shape, control-flow-free graph."""
-    import onnx
-
-    m = onnx.load(str(model_path), load_external_data=False)
+    m = load_onnx(model_path, weights=False)
     problems = []
     for node in m.graph.node:
         if node.op_type in FORBIDDEN_OPS:

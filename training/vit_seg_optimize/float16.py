@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from vit_seg_node.core.errors import UserError
+from vit_seg_optimize.onnx_io import load_onnx
 from vit_seg_node.core.io import atomic_write_bytes
 
 FLOAT16_SCOPES = ('/blocks.', '/decoder/', '/patch_embed/')
@@ -20,10 +21,9 @@ def to_float16(model_path: str | os.PathLike, out_path: str | os.PathLike) -> Pa
     opset >= 19); everything else -- the token-reduction scoring that feeds TopK, the bookkeeping,
     the final resize and ArgMax -- stays FP32, as do the model's input and output.
     """
-    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(model_path))
+    model = load_onnx(model_path)
     opset = max((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')),
                 default=0)
     if opset < 19 and any(n.op_type in ('QuantizeLinear', 'DequantizeLinear')

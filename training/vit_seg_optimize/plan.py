@@ -9,12 +9,13 @@ the most specific key wins. ``allocate`` turns a ``vit-seg sensitivity`` measure
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 import re
 
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.io import load_json
+from vit_seg_optimize.onnx_io import load_onnx
 
 QUANT_OPS = ('MatMul', 'Gemm', 'Conv')
 # operator groups that stay float unless a plan names them: their INT8 forms are static and need
@@ -39,9 +40,7 @@ def node_groups(model_path: str | os.PathLike) -> dict[str, list[str]]:
     outside them: token similarities and merges), ``stem`` (convolutions), ``other`` (remaining
     weight MatMuls).
     """
-    import onnx
-
-    g = onnx.load(str(model_path), load_external_data=False).graph
+    g = load_onnx(model_path, weights=False).graph
     consts = _constants(g)
     producer = {o: n for n in g.node for o in n.output}
     groups: dict[str, list[str]] = {}
@@ -108,11 +107,11 @@ def load_plan(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f'precision plan not found: {p}')
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f'precision plan {p} is not valid JSON: {exc}') from None
-    return doc.get('plan', doc) if isinstance(doc, dict) else doc
+    doc = load_json(p, 'precision plan')
+    plan = doc.get('plan', doc) if isinstance(doc, dict) else doc
+    if not isinstance(plan, dict) or not isinstance(plan.get('groups', {}), dict):
+        raise UserError(f'precision plan {p} must be a mapping with a "groups" mapping')
+    return plan
 
 
 def uniform_plan(model_path: str | os.PathLike) -> dict:

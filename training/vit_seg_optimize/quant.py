@@ -30,6 +30,7 @@ import numpy as np
 
 from vit_seg_node.core.errors import UserError
 from vit_seg_optimize.float16 import to_float16
+from vit_seg_optimize.onnx_io import load_onnx
 from vit_seg_optimize.plan import (group_precisions, is_activation_group, node_groups,
                                    plan_int8_nodes, QUANT_OPS, resolve_plan, STATIC_CONV_GROUPS)
 
@@ -133,13 +134,12 @@ def quantize_static_convs(fp32_path: str | os.PathLike, out_path: str | os.PathL
     after. Dynamic ``ConvInteger`` is slower than FP32 on the CPUs measured
     (``vit-seg sensitivity``).
     """
-    import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, quantize_static,
                                           QuantType)
 
     if not calibration:
         raise UserError('static INT8 of the stem needs calibration frames')
-    g = onnx.load(str(fp32_path), load_external_data=False).graph
+    g = load_onnx(fp32_path, weights=False).graph
     produced_by_conv = {n.output[0] for n in g.node if n.name in set(convs)}
     relus = [n.name for n in g.node if n.op_type == 'Relu' and n.input[0] in produced_by_conv]
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)

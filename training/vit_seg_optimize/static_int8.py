@@ -36,6 +36,7 @@ import numpy as np
 
 from vit_seg_node.backends.onnxruntime_backend import make_session
 from vit_seg_node.core.errors import UserError
+from vit_seg_optimize.onnx_io import load_onnx
 from vit_seg_node.core.io import atomic_write_bytes
 
 # operators that only move elements: they commute with a per-tensor quantization
@@ -112,9 +113,7 @@ def calibration_tensors(model_path: str | os.PathLike, nodes: Iterable[str]) -> 
 
     The operands (but a softmax output, whose range is known) and their static multipliers.
     """
-    import onnx
-
-    gr = _Graph(onnx.load(str(model_path), load_external_data=False).graph)
+    gr = _Graph(load_onnx(model_path, weights=False).graph)
     wanted = set(nodes)
     out = []
     for n in gr.g.node:
@@ -136,7 +135,7 @@ def tensor_ranges(model_path: str | os.PathLike, tensors: list[str],
 
     if not batches:
         raise UserError('static INT8 of activation products needs calibration frames')
-    model = onnx.load(str(model_path))
+    model = load_onnx(model_path)
     known = {o.name for o in model.graph.output}
     for t in tensors:
         if t not in known:
@@ -251,10 +250,9 @@ def quantize_activation_matmuls(src: str | os.PathLike, dst: str | os.PathLike,
     ``ranges``: from ``tensor_ranges`` on the float model, for ``calibration_tensors(nodes)``.
     Nodes that are not activation-activation MatMuls are an error, not skipped silently.
     """
-    import onnx
     from onnx import helper
 
-    model = onnx.load(str(src))
+    model = load_onnx(src)
     g = model.graph
     gr = _Graph(g)
     wanted = set(nodes)

@@ -103,6 +103,16 @@ def load_yaml(path: Union[str, os.PathLike], what: str = 'file',
         raise UserError(f'cannot read {what} {p}: {reason}') from None
 
 
+def load_json(path: Union[str, os.PathLike], what: str = 'file') -> Any:
+    """Read a JSON document; a missing, unreadable or malformed file is one UserError."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_bytes().decode('utf-8'))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f'cannot read {what} {p}: {reason}') from None
+
+
 def file_digest(path: Union[str, os.PathLike], length: int = 16) -> str:
     """Return the first ``length`` hex digits of the file's SHA-256."""
     h = hashlib.sha256()
