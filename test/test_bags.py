@@ -87,6 +87,7 @@ def test_replay_mIoU_equals_eval_when_nothing_drops(camvid_mini, tmp_path):
                 'num_frames'):
         assert key in saved
     assert set(saved['latency_ms']) == {'p50', 'p95', 'p99'}
+    assert saved['machine']['cpu'] and saved['machine']['cores']   # the CPU of the timing
     assert (tmp_path / 'r.md').read_text().startswith('# Replay')
     assert list(tmp_path.glob('r_overlay_*.png'))
 

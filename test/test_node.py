@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -317,4 +318,6 @@ def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_
     raw = r['raw_infer_ms']['p50']
     assert r['overhead_above_floor'] == pytest.approx(
         r['overhead'] - r['relay_floor_ms']['p50'] / raw, rel=1e-6, abs=1e-9)
-    assert json.loads(out.read_text())['answered'] == 6
+    doc = json.loads(out.read_text())
+    assert doc['answered'] == 6
+    assert doc['machine']['cpu'] and doc['machine']['cores'] == os.cpu_count()

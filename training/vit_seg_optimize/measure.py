@@ -8,17 +8,16 @@ that the benchmark can take others (tests inject cheap ones).
 
 from __future__ import annotations
 
-from importlib import metadata
 import io
 import os
 from pathlib import Path
-import platform
 import time
 from typing import Any, Optional
 
 import numpy as np
 
 from vit_seg_node.backends.onnxruntime_backend import make_session
+from vit_seg_node.core.machine import machine_record
 from vit_seg_node.core.stats import percentiles as _percentiles
 
 
@@ -33,28 +32,10 @@ def session(path: str | os.PathLike | bytes, threads: int, spinning: bool = True
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    """Return what the numbers depend on: CPU, cores, ISA flags, library versions."""
-    import onnxruntime
+    """Return what the numbers depend on: ``core.machine.machine_record`` and torch's version."""
     import torch
 
-    cpu, flags = platform.processor(), []
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-            if line.startswith('flags'):
-                flags = line.split(':', 1)[1].split()
-                break
-    except OSError:
-        pass
-    isa = [f for f in flags if f.startswith(('avx', 'amx', 'fma')) or f in ('f16c',)]
-    try:
-        trt = metadata.version('tensorrt')
-    except metadata.PackageNotFoundError:
-        trt = None
-    return {'cpu': cpu, 'cores': os.cpu_count(), 'threads': threads, 'isa': isa,
-            'onnxruntime': onnxruntime.__version__, 'torch': torch.__version__,
-            'tensorrt': trt, 'python': platform.python_version(), 'machine': platform.machine()}
+    return {**machine_record(threads), 'torch': torch.__version__}
 
 
 def time_session(sess, feed: dict[str, np.ndarray], warmup: int, runs: int) -> dict[str, float]:

@@ -15,7 +15,6 @@ that floor is what segmentation adds.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Optional
@@ -23,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from vit_seg_node.core.io import write_json
+from vit_seg_node.core.machine import machine_record
 from vit_seg_node.core.stats import percentiles
 
 
@@ -137,7 +137,7 @@ def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, thre
               'executor': executor, 'gap_s': gap_s, 'frames': len(frames), 'runs': runs,
               'answered': len(e2e), 'threads': threads,
               'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
-              'cpu_count': os.cpu_count()}
+              'machine': machine_record(threads)}
     if out_json:
         write_json(out_json, report)
     return report

@@ -26,6 +26,7 @@ from vit_seg_node.eval.make_bag import COMPRESSED_TYPE, IMAGE_TYPE, typestore
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.card import ModelCard
 from vit_seg_node.core.io import atomic_write_text, write_json
+from vit_seg_node.core.machine import machine_line, machine_record
 from vit_seg_node.core.metrics import ConfusionMatrix
 from vit_seg_node.core.processing import colorize, overlay
 from vit_seg_node.core.stats import percentiles
@@ -331,7 +332,7 @@ def _report(contents: BagContents, card: ModelCard, sent: dict[int, float],
         'dropped': int(last.get('frames_dropped', 0)),
         'rejected_by_node': int(last.get('frames_rejected', 0)),
         'skipped': dict(skipped), 'latency_ms': percentiles(latency, (50, 95, 99)), 'fps': fps,
-        'node_alive': node_alive, 'model': card.name,
+        'node_alive': node_alive, 'model': card.name, 'machine': machine_record(),
         'node_diagnostics': last,
         'miou': None, 'per_class_iou': None, 'pixel_acc': None, 'scored_frames': 0,
     }
@@ -379,7 +380,8 @@ def markdown(r: dict) -> str:
     lat = r['latency_ms']
     fmt = (lambda v: '-' if v is None else f'{v:.1f}')
     lines = [f'# Replay of `{r["bag"]}`', '',
-             f'Model `{r["model"]}`, topic `{r["image_topic"]}`, rate x{r["rate"]}.', '',
+             f'Model `{r["model"]}`, topic `{r["image_topic"]}`, rate x{r["rate"]}; '
+             f'{machine_line(r.get("machine"))}.', '',
              '| frames | answered | unanswered | dropped by node | skipped | FPS | '
              'latency p50 / p95 / p99 (ms) | mIoU |',
              '|---|---|---|---|---|---|---|---|',
