@@ -30,6 +30,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from vit_seg_node.core.handoff import LatestFrameWorker
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.ladder import LadderController, load_ladder
 from vit_seg_node.core.processing import colorize, overlay
@@ -133,8 +134,7 @@ class SegmentationNode(Node):
         self._init_state()
         self._init_topics(p['input_transport'])
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name='vit_seg_worker', daemon=True)
-        self._worker.start()
+        self._worker = LatestFrameWorker(self._handle_frame, 'vit_seg_worker').start()
         self.get_logger().info(
             f'ready: model {self.pipeline.model_path} ({self.card.name}), backend '
             f'{self.backend_name}, input {self.card.input_width}x{self.card.input_height}, '
@@ -172,9 +172,6 @@ class SegmentationNode(Node):
         return self.pipeline.backend.name
 
     def _init_state(self) -> None:
-        self._lock = threading.Condition()
-        self._pending: Optional[tuple[Any, float]] = None
-        self._stop = False
         self._camera_info: Optional[CameraInfo] = None
         self._last_accept = 0.0
         self.counters: collections.Counter[str] = collections.Counter()
@@ -233,31 +230,21 @@ class SegmentationNode(Node):
             self.counters['throttled'] += 1
             return
         self._last_accept = now
-        with self._lock:
-            if self._pending is not None:
-                self.counters['dropped'] += 1
-            self._pending = (msg, now)
-            self._lock.notify()
+        if self._worker.offer((msg, now)):   # the frame waiting was replaced: dropped
+            self.counters['dropped'] += 1
 
     # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                while self._pending is None and not self._stop:
-                    self._lock.wait(0.5)
-                if self._stop:
-                    return
-                msg, received = self._pending
-                self._pending = None
-            try:
-                self._process(msg, received)
-            except FrameError as exc:
-                self.rejects[exc.reason] += 1
-                self.get_logger().warn(f'frame skipped: {exc}', throttle_duration_sec=5.0)
-            except Exception as exc:  # keep the node alive whatever one frame does
-                self.rejects['error'] += 1
-                self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
-                                        throttle_duration_sec=5.0)
+    def _handle_frame(self, item: tuple[Any, float]) -> None:
+        msg, received = item
+        try:
+            self._process(msg, received)
+        except FrameError as exc:
+            self.rejects[exc.reason] += 1
+            self.get_logger().warn(f'frame skipped: {exc}', throttle_duration_sec=5.0)
+        except Exception as exc:  # keep the node alive whatever one frame does
+            self.rejects['error'] += 1
+            self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
+                                    throttle_duration_sec=5.0)
 
     def _process(self, msg: Any, received: float) -> None:
         t0 = time.perf_counter()
@@ -374,10 +361,7 @@ class SegmentationNode(Node):
 
     def stop(self) -> None:
         """Stop the worker thread."""
-        with self._lock:
-            self._stop = True
-            self._lock.notify()
-        self._worker.join(timeout=5.0)
+        self._worker.stop()
 
 
 def main(args: Optional[list[str]] = None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import array
 import sys
-import threading
 from typing import Any, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -22,6 +21,7 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
+from vit_seg_node.core.handoff import LatestFrameWorker
 from vit_seg_node.ros.params import descriptor, PARAMETERS
 from vit_seg_node.ros.spin import run_node
 
@@ -42,30 +42,17 @@ class RelayNode(Node):
         self.create_subscription(Image, 'image', self._on_frame, qos_profile_sensor_data,
                                  qos_overriding_options=overrides)
         self.create_timer(1.0, self._diagnostics)
-        self._lock = threading.Condition()
-        self._pending: Optional[Image] = None
-        self._stop = False
-        self._worker = threading.Thread(target=self._work, daemon=True)
-        self._worker.start()
+        self._worker = LatestFrameWorker(self._answer, 'relay_worker').start()
 
     def _on_frame(self, msg: Image) -> None:
-        with self._lock:
-            self._pending = msg
-            self._lock.notify()
+        self._worker.offer(msg)
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                while self._pending is None and not self._stop:
-                    self._lock.wait(0.5)
-                if self._stop:
-                    return
-                msg, self._pending = self._pending, None
-            out = Image(header=msg.header, height=msg.height, width=msg.width,
-                        encoding='mono8', step=msg.width)
-            # rclpy's own uint8[] type: no per-element check in the setter (convert.byte_payload)
-            out.data = array.array('B', bytes(int(msg.width) * int(msg.height)))
-            self.pub_mask.publish(out)
+    def _answer(self, msg: Image) -> None:
+        out = Image(header=msg.header, height=msg.height, width=msg.width,
+                    encoding='mono8', step=msg.width)
+        # rclpy's own uint8[] type: no per-element check in the setter (convert.byte_payload)
+        out.data = array.array('B', bytes(int(msg.width) * int(msg.height)))
+        self.pub_mask.publish(out)
 
     def _diagnostics(self) -> None:
         arr = DiagnosticArray()
@@ -75,10 +62,7 @@ class RelayNode(Node):
 
     def stop(self) -> None:
         """End the worker thread."""
-        with self._lock:
-            self._stop = True
-            self._lock.notify()
-        self._worker.join(timeout=5.0)
+        self._worker.stop()
 
 
 def main(args: Optional[list[str]] = None) -> int:
