@@ -42,7 +42,8 @@ def machine_record(threads: int = 0) -> dict[str, Any]:
     cpu, flags = cpu_model_and_flags()
     isa = [f for f in flags if f.startswith(('avx', 'amx', 'fma')) or f in ('f16c',)]
     return {'cpu': cpu, 'cores': os.cpu_count(), 'threads': threads, 'isa': isa,
-            'onnxruntime': version('onnxruntime'), 'tensorrt': version('tensorrt'),
+            'onnxruntime': version('onnxruntime') or version('onnxruntime-gpu'),
+            'tensorrt': version('tensorrt'),
             'python': platform.python_version(), 'machine': platform.machine()}
 
 

@@ -30,8 +30,8 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from vit_seg_node.core.handoff import LatestFrameWorker
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.handoff import LatestFrameWorker
 from vit_seg_node.core.ladder import LadderController, load_ladder
 from vit_seg_node.core.processing import colorize, overlay
 from vit_seg_node.core.stats import LatencyWindow, RateMeter
