@@ -363,3 +363,17 @@ def test_vit_trains_on_crops_smaller_than_its_input(tmp_path):
     odd.mkdir()
     with pytest.raises(UserError, match='multiple of the patch size'):
         train(str(tiny_config(odd, {'crop': [40, 64]}, max_steps=1)))
+
+
+def test_logit_adjustment_moves_decisions_toward_rare_classes():
+    from experiments.logit_adjustment import adjusted_labels, class_prior
+
+    labels = [np.array([[0, 0, 0, 1], [0, 0, 0, 255]], np.uint8)]
+    prior = class_prior(labels, 2)
+    assert np.allclose(prior, [6 / 7, 1 / 7])           # the ignored pixel left out
+    logits = np.zeros((2, 1, 1), np.float32)
+    logits[0] = 1.0                                      # the frequent class wins by 1
+    assert adjusted_labels(logits, prior, 0.0)[0, 0] == 0
+    # log(6/7) - log(1/7) = log 6 = 1.79: tau 1 outweighs a margin of 1, tau 0.5 does not
+    assert adjusted_labels(logits, prior, 1.0)[0, 0] == 1
+    assert adjusted_labels(logits, prior, 0.5)[0, 0] == 0
