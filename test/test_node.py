@@ -308,9 +308,10 @@ def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_
     from vit_seg_node.eval.node_overhead import measure
 
     out = tmp_path / 'overhead.json'
+    spinning = executor == 'single'      # the events run also covers cpu_spinning: false
     r = measure(str(tiny_model), frames[:2], runs=6, threads=1, domain=ros_domain(13),
-                out_json=str(out), gap_s=0.02, executor=executor)
-    assert r['executor'] == executor
+                out_json=str(out), gap_s=0.02, executor=executor, spinning=spinning)
+    assert r['executor'] == executor and r['cpu_spinning'] is spinning
     assert r['answered'] == 6
     assert r['relay_floor_ms'] and r['relay_floor_ms']['p50'] > 0
     assert set(r['node_stages_p50_ms']) == {'pre', 'infer', 'post', 'receive_to_publish'}

@@ -200,7 +200,8 @@ def cmd_bench_node(a: argparse.Namespace) -> int:
     ds = SegmentationDataset(a.frames, a.split, None, cache=False)
     frames = [ds.load(i)[0] for i in range(min(5, len(ds)))]
     r = measure(a.model, frames, runs=a.runs, threads=a.threads, domain=a.domain_id,
-                out_json=a.json, gap_s=a.gap, executor=a.executor)
+                out_json=a.json, gap_s=a.gap, executor=a.executor,
+                spinning=a.cpu_spinning == 'true')
     e2e = r['node_end_to_end_ms']
     print(f'raw backend inference p50 {r["raw_infer_ms"]["p50"]:.1f} ms; node publish->mask '
           f'p50 {e2e["p50"]:.1f} ms ({r["resolution"]}, a frame every {a.gap:g} s); '
@@ -322,6 +323,8 @@ def _add_bag_commands(sub) -> None:
                    help='seconds between frames, on both sides (a camera period)')
     p.add_argument('--executor', default='single', choices=['single', 'events'],
                    help='rclpy executor of the node, the relay and the timing client')
+    p.add_argument('--cpu-spinning', default='true', choices=['true', 'false'],
+                   help="ONNX Runtime pool threads spin (the node's cpu_spinning), both sides")
     p.set_defaults(func=cmd_bench_node)
 
     p = sub.add_parser('demo', help='replay the shipped sample bag through the node')

@@ -27,7 +27,7 @@ from vit_seg_node.core.stats import percentiles
 
 
 def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, threads: int,
-                  gap_s: float = 0.0) -> list[float]:
+                  gap_s: float = 0.0, spinning: bool = True) -> list[float]:
     """Return ``runs`` latencies (ms) of ``backend.infer``, one call every ``gap_s`` seconds.
 
     Pre-processed frames, warmed up first.
@@ -35,7 +35,7 @@ def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, thr
     from vit_seg_node.pipeline import SegmentationPipeline
     from vit_seg_node.core.processing import preprocess
 
-    pipe = SegmentationPipeline(model, threads=threads)
+    pipe = SegmentationPipeline(model, threads=threads, spinning=spinning)
     batches = [preprocess(f, pipe.card)[0] for f in frames]
     for b in batches[:3]:
         pipe.backend.infer(b)
@@ -50,7 +50,8 @@ def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, thr
 
 def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, threads: int,
                    domain: int, gap_s: float = 0.05, module: str = 'vit_seg_node.ros.node',
-                   executor: str = 'single') -> tuple[list[float], dict[str, str]]:
+                   executor: str = 'single',
+                   spinning: bool = True) -> tuple[list[float], dict[str, str]]:
     """Return publish-to-mask latencies (ms) through a node process and its last diagnostics.
 
     One frame in flight; the diagnostics hold the node's own stage latencies. ``module`` picks
@@ -72,7 +73,8 @@ def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, th
     terminate_on_sigterm()
     probe = Probe(domain, 'overhead_probe', executor)
     params = {'threads': threads, 'executor': executor, **reliable_overrides('/camera/image_raw'),
-              **({'model_path': model} if model else {})}
+              **({'model_path': model} if model else {}),
+              **({} if module.endswith('relay') else {'cpu_spinning': spinning})}
     runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'], module=module)
     e2e: list[float] = []
     diagnostics: dict[str, str] = {}
@@ -113,11 +115,11 @@ def node_stages(diagnostics: dict[str, str]) -> dict[str, float]:
 
 def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, threads: int = 2,
             domain: int = 58, out_json: Optional[str] = None, gap_s: float = 0.05,
-            executor: str = 'single') -> dict:
+            executor: str = 'single', spinning: bool = True) -> dict:
     """Return raw and end-to-end latency percentiles, the node's stages and the overhead."""
-    raw = raw_latencies(model, frames, runs, threads, gap_s)
+    raw = raw_latencies(model, frames, runs, threads, gap_s, spinning)
     e2e, diagnostics = node_latencies(model, frames, runs, threads, domain, gap_s,
-                                      executor=executor)
+                                      executor=executor, spinning=spinning)
     floor, _ = node_latencies(None, frames, runs, threads, domain, gap_s,
                               module='vit_seg_node.ros.relay', executor=executor)
     qs = (50, 95)
@@ -134,8 +136,8 @@ def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, thre
               'node_stages_p50_ms': stages,
               'transport_ms': e2e_p50 - stages['receive_to_publish']
               if e2e and 'receive_to_publish' in stages else None,
-              'executor': executor, 'gap_s': gap_s, 'frames': len(frames), 'runs': runs,
-              'answered': len(e2e), 'threads': threads,
+              'executor': executor, 'cpu_spinning': spinning, 'gap_s': gap_s,
+              'frames': len(frames), 'runs': runs, 'answered': len(e2e), 'threads': threads,
               'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
               'machine': machine_record(threads)}
     if out_json:
