@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from vit_seg_node.core.card import CAMVID_CLASSES
 from vit_seg_train.config import load_config
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.datasets import DatasetError, find_split, SegmentationDataset
@@ -50,8 +51,10 @@ def test_loss_decreases_over_30_steps(tmp_path):
     assert saved['resolved'] and len(saved['data']['class_weights']) == 11
 
 
-@pytest.mark.parametrize('data', [None, {'rare_class_sampling': {'temperature': 0.05}}],
-                         ids=['uniform', 'rare_class_sampling'])
+@pytest.mark.parametrize('data', [None, {'rare_class_sampling': {'temperature': 0.05}},
+                                  {'copy_paste': {'classes': ['Pole', 'Car', 'Pedestrian'],
+                                                  'prob': 0.7}}],
+                         ids=['uniform', 'rare_class_sampling', 'copy_paste'])
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, data):
     ref_dir, kill_dir = tmp_path / 'ref', tmp_path / 'kill'
     ref_dir.mkdir()
@@ -377,3 +380,48 @@ def test_logit_adjustment_moves_decisions_toward_rare_classes():
     # log(6/7) - log(1/7) = log 6 = 1.79: tau 1 outweighs a margin of 1, tau 0.5 does not
     assert adjusted_labels(logits, prior, 1.0)[0, 0] == 1
     assert adjusted_labels(logits, prior, 0.5)[0, 0] == 0
+
+
+def test_copy_paste_pastes_exactly_the_chosen_classes():
+    from vit_seg_train.copy_paste import class_ids, paste
+
+    img, lbl = np.zeros((4, 5, 3), np.uint8), np.zeros((4, 5), np.uint8)
+    src_img = np.full((4, 5, 3), 200, np.uint8)
+    src_lbl = np.array([[2, 2, 0, 9, 9]] * 4, np.uint8)
+    out_img, out_lbl = paste(img, lbl, src_img, src_lbl, [2, 9])
+    assert (out_lbl == np.array([[2, 2, 0, 9, 9]] * 4)).all()
+    assert (out_img[:, [0, 1, 3, 4]] == 200).all() and (out_img[:, 2] == 0).all()
+    assert (img == 0).all() and (lbl == 0).all()          # the inputs are not modified
+    assert paste(img, lbl, src_img, src_lbl, [5])[1] is lbl   # nothing to paste: no copy
+    assert class_ids(['Pole', 'Sky', 2], CAMVID_CLASSES) == [0, 2]
+    with pytest.raises(ValueError, match='unknown class'):
+        class_ids(['Lamp'], CAMVID_CLASSES)
+
+
+def test_copy_paste_transform_is_seeded_and_off_means_unchanged(camvid_mini):
+    base = dict(crop=(64, 96), mean=[0.5] * 3, std=[0.5] * 3, ignore_index=11, seed=1)
+    plain = SegmentationDataset(camvid_mini, 'train', TrainTransform(**base))
+    t_off = TrainTransform(**base, paste_ids=[0, 8], paste_prob=0.0)
+    t_on = TrainTransform(**base, paste_ids=list(range(11)), paste_prob=1.0)
+    off = SegmentationDataset(camvid_mini, 'train', t_off)
+    on = SegmentationDataset(camvid_mini, 'train', t_on)
+    for t, ds in ((t_off, off), (t_on, on)):
+        t.source, t.num_frames = ds.load, len(ds)
+    for key in ((0, 0), (3, 1)):
+        assert all(torch.equal(a, b) for a, b in zip(plain[key], off[key]))
+        x1, y1 = on[key]
+        x2, y2 = on[key]
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+        # every class pasted: the label is the source's wherever the source has a class
+        assert not torch.equal(y1, plain[key][1])
+
+
+def test_copy_paste_config_errors_are_one_user_error(tmp_path):
+    cases = (({'classes': ['Lamp']}, 'unknown class'),
+             ({'classes': ['Pole'], 'prob': 2}, r'\[0, 1\]'),
+             ({'prob': 0.5}, 'needs'))
+    for i, (spec, message) in enumerate(cases):
+        (tmp_path / str(i)).mkdir()
+        cfg = tiny_config(tmp_path / str(i), {'copy_paste': spec}, max_steps=1)
+        with pytest.raises(UserError, match=message):
+            train(str(cfg))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 
 from vit_seg_node.core.card import ModelCard
 from vit_seg_node.core.processing import normalize, resize_to_input
+from vit_seg_train.copy_paste import paste
 
 
 @dataclasses.dataclass
@@ -21,8 +22,10 @@ class TrainTransform:
     crop size by default, smaller crops suit size-agnostic CNNs): aspect-preserving by default,
     or stretched exactly as the deployed pre-processing does
     (``stretch``); then scaled by a factor in ``scale_range``, cropped (padded with
-    ``ignore_index`` when smaller) and flipped. The random draws depend only on
-    ``(seed, epoch, index)``.
+    ``ignore_index`` when smaller) and flipped. With ``paste_ids`` and a ``source`` (frame index
+    -> raw image and label), a frame is, with probability ``paste_prob``, overlaid with the pixels
+    of those classes from another frame augmented the same way (``copy_paste``) before the
+    photometric jitter. The random draws depend only on ``(seed, epoch, index)``.
     """
 
     crop: Sequence[int]
@@ -35,11 +38,30 @@ class TrainTransform:
     jitter: float = 0.3
     stretch: bool = False
     size: Sequence[int] | None = None
+    paste_ids: Sequence[int] = ()
+    paste_prob: float = 0.0
+    source: Optional[Callable[[int], tuple[np.ndarray, np.ndarray]]] = None
+    num_frames: int = 0
 
     def __call__(self, image: np.ndarray, label: np.ndarray, epoch: int = 0,
                  index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Return a normalised CHW float tensor and an HW int64 label tensor."""
         rng = np.random.default_rng([self.seed, epoch, index])
+        image, label = self.geometric(image, label, rng)
+        if self.paste_ids and self.paste_prob > 0 and self.source is not None \
+                and self.num_frames > 1 and rng.random() < self.paste_prob:
+            j = (index + 1 + int(rng.integers(self.num_frames - 1))) % self.num_frames
+            src_rng = np.random.default_rng([self.seed, epoch, index, 1])
+            src_image, src_label = self.geometric(*self.source(j), src_rng)
+            image, label = paste(image, label, src_image, src_label, self.paste_ids)
+        if self.jitter > 0:
+            image = photometric_jitter(image, rng, self.jitter)
+        x = normalize(np.ascontiguousarray(image)[None], _card_like(self.mean, self.std))[0]
+        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+
+    def geometric(self, image: np.ndarray, label: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Return the scaled, cropped and flipped uint8 image and label (the crop's size)."""
         ch, cw = self.crop
         th, tw = self.size or self.crop
         h, w = label.shape
@@ -62,10 +84,7 @@ class TrainTransform:
         label = label[y0:y0 + ch, x0:x0 + cw]
         if self.flip and rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
-        if self.jitter > 0:
-            image = photometric_jitter(image, rng, self.jitter)
-        x = normalize(np.ascontiguousarray(image)[None], _card_like(self.mean, self.std))[0]
-        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+        return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
 def photometric_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
