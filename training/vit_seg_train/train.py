@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save
 
-from vit_seg_train.copy_paste import class_ids
 from vit_seg_train.config import build_model, card_from_config, load_config, save_config
+from vit_seg_train.copy_paste import class_ids
 from vit_seg_node.core.datasets import (class_frequencies, median_frequency_weights,
                                         SegmentationDataset)
 from vit_seg_train.evaluate import evaluate_model
