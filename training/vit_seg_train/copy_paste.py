@@ -8,9 +8,11 @@ the decision from ``(seed, epoch, index)``, so a resumed run pastes exactly the 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+from vit_seg_node.core.errors import UserError
 
 
 def class_ids(names: Sequence[str | int], classes: Sequence[str]) -> list[int]:
@@ -24,6 +26,21 @@ def class_ids(names: Sequence[str | int], classes: Sequence[str]) -> list[int]:
         else:
             raise ValueError(f'unknown class {n!r}; known: {", ".join(classes)}')
     return sorted(set(ids))
+
+
+def copy_paste_settings(spec: Any, classes: Sequence[str]) -> tuple[list[int], float]:
+    """Return (class ids, probability) of a config's ``data.copy_paste``; UserError if malformed."""
+    if not spec:
+        return [], 0.0
+    if not isinstance(spec, dict) or not spec.get('classes'):
+        raise UserError('data.copy_paste needs {classes: [names], prob: P}')
+    prob = spec.get('prob', 0.5)
+    if not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+        raise UserError(f'data.copy_paste.prob must be in [0, 1], got {prob!r}')
+    try:
+        return class_ids(spec['classes'], classes), float(prob)
+    except ValueError as exc:
+        raise UserError(f'data.copy_paste: {exc}') from None
 
 
 def paste(image: np.ndarray, label: np.ndarray, src_image: np.ndarray, src_label: np.ndarray,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import save
 
 from vit_seg_train.config import build_model, card_from_config, load_config, save_config
-from vit_seg_train.copy_paste import class_ids
+from vit_seg_train.copy_paste import copy_paste_settings
 from vit_seg_node.core.datasets import (class_frequencies, median_frequency_weights,
                                         SegmentationDataset)
 from vit_seg_train.evaluate import evaluate_model
@@ -187,21 +187,6 @@ def make_datasets(cfg: dict) -> tuple[SegmentationDataset, SegmentationDataset]:
     if paste_ids:   # copy-paste draws its source frames from the training set itself
         transform.source, transform.num_frames = train_set.load, len(train_set)
     return (train_set, SegmentationDataset(d['root'], d['val_split'], None, cache=d['cache']))
-
-
-def copy_paste_settings(spec: Optional[dict], classes: list[str]) -> tuple[list[int], float]:
-    """Return (class ids, probability) of ``data.copy_paste``; UserError when it is malformed."""
-    if not spec:
-        return [], 0.0
-    if not isinstance(spec, dict) or not spec.get('classes'):
-        raise UserError('data.copy_paste needs {classes: [names], prob: P}')
-    prob = spec.get('prob', 0.5)
-    if not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
-        raise UserError(f'data.copy_paste.prob must be in [0, 1], got {prob!r}')
-    try:
-        return class_ids(spec['classes'], classes), float(prob)
-    except ValueError as exc:
-        raise UserError(f'data.copy_paste: {exc}') from None
 
 
 def _needs_dynamic_size(model: nn.Module, crop, img_size) -> bool:

@@ -73,8 +73,7 @@ def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, th
     terminate_on_sigterm()
     probe = Probe(domain, 'overhead_probe', executor)
     params = {'threads': threads, 'executor': executor, **reliable_overrides('/camera/image_raw'),
-              **({'model_path': model} if model else {}),
-              **({} if module.endswith('relay') else {'cpu_spinning': spinning})}
+              'cpu_spinning': spinning, **({'model_path': model} if model else {})}
     runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'], module=module)
     e2e: list[float] = []
     diagnostics: dict[str, str] = {}
