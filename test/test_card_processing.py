@@ -5,7 +5,7 @@ import yaml
 from vit_seg_node.core.card import (CAMVID_CLASSES, CAMVID_PALETTE, card_path_for, load_card,
                                     ModelCard, ModelCardError, save_card)
 from vit_seg_node.core.processing import (colorize, fit_geometry, normalize, overlay, postprocess,
-                                          preprocess)
+                                          preprocess, Preprocessor)
 
 
 def make_card(**kw):
@@ -117,3 +117,17 @@ def test_camera_info_is_scaled_to_the_mask():
     sy = 352 / 360
     assert net.k[0] == 480 and abs(net.k[4] - 480 * sy) < 1e-9 and abs(net.k[5] - 180 * sy) < 1e-9
     assert (net.height, net.width) == (352, 480)
+
+
+@pytest.mark.parametrize('resize', ['stretch', 'letterbox'])
+def test_preprocessor_with_kept_buffers_equals_preprocess(resize):
+    """Frames of changing sizes through one Preprocessor: each batch equals preprocess's."""
+    card = make_card(resize=resize)
+    prep = Preprocessor(card)
+    rng = np.random.default_rng(1)
+    for shape in [(360, 480, 3), (360, 480, 3), (32, 48, 3), (50, 40), (360, 480, 3)]:
+        img = rng.integers(0, 256, shape, np.uint8)
+        x, geo = prep(img)
+        ref, ref_geo = preprocess(img, card)
+        assert geo == ref_geo and x.shape == ref.shape
+        assert np.array_equal(x, ref), shape

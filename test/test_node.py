@@ -64,14 +64,19 @@ def diagnostics_values(diag):
     return st, {kv.key: kv.value for kv in st.values}
 
 
-def test_raw_frames_give_masks_with_same_header(tiny_model, frames, probe):
+@pytest.mark.parametrize('mode', [{}, {'zero_copy': False}])
+def test_raw_frames_give_masks_with_same_header(tiny_model, frames, probe, mode):
+    """Every encoding gives its mask and header, read in place or as rclpy messages.
+
+    In place from the serialized form is the default; ``zero_copy: false`` takes rclpy messages.
+    """
     pipe = SegmentationPipeline(tiny_model, threads=1)
     # reliable: 4-channel 480x360 frames (691 kB) exceed Fast DDS's default 512 kB shared-memory
     # segment and travel as UDP fragments, which best effort loses on a loaded machine
     masks = probe.collect(Image, '/vit_seg_node/class_mask', RELIABLE)
     pub = probe.publisher(Image, '/image', RELIABLE)
     with node_process(probe, DOMAIN, {'model_path': tiny_model, 'threads': 1,
-                                      **RELIABLE_NODE}):
+                                      **RELIABLE_NODE, **mode}):
         for i, enc in enumerate(['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8']):
             rgb = frames[i % len(frames)]
             msg = image_msg(rgb, stamp_ns=1_000_000_000 * (i + 1) + 123, frame_id=f'cam{i}',

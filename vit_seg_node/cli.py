@@ -201,11 +201,13 @@ def cmd_bench_node(a: argparse.Namespace) -> int:
     frames = [ds.load(i)[0] for i in range(min(5, len(ds)))]
     r = measure(a.model, frames, runs=a.runs, threads=a.threads, domain=a.domain_id,
                 out_json=a.json, gap_s=a.gap, executor=a.executor,
-                spinning=a.cpu_spinning == 'true')
+                spinning=a.cpu_spinning == 'true', zero_copy=a.zero_copy == 'true')
     e2e = r['node_end_to_end_ms']
     print(f'raw backend inference p50 {r["raw_infer_ms"]["p50"]:.1f} ms; node publish->mask '
           f'p50 {e2e["p50"]:.1f} ms ({r["resolution"]}, a frame every {a.gap:g} s); '
-          f'overhead {100 * r["overhead"]:.1f}%')
+          f'overhead {100 * r["overhead"]:.1f}%'
+          + (f' ({100 * r["overhead_vs_node_infer"]:.1f}% against the node\'s own inference)'
+             if r['overhead_vs_node_infer'] is not None else ''))
     stages = r['node_stages_p50_ms']
     if stages:
         print('inside the node (p50 ms): ' + ', '.join(f'{k} {v:.2f}' for k, v in stages.items())
@@ -325,6 +327,8 @@ def _add_bag_commands(sub) -> None:
                    help='rclpy executor of the node, the relay and the timing client')
     p.add_argument('--cpu-spinning', default='true', choices=['true', 'false'],
                    help="ONNX Runtime pool threads spin (the node's cpu_spinning), both sides")
+    p.add_argument('--zero-copy', default='true', choices=['true', 'false'],
+                   help="the node's and the relay's zero_copy")
     p.set_defaults(func=cmd_bench_node)
 
     p = sub.add_parser('demo', help='replay the shipped sample bag through the node')

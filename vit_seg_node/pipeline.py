@@ -13,7 +13,7 @@ import numpy as np
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.backends.base import Backend, card_for_model, create_backend
 from vit_seg_node.core.card import card_path_for, load_card, ModelCard
-from vit_seg_node.core.processing import Geometry, preprocess, restore_labels, to_labels
+from vit_seg_node.core.processing import Geometry, Preprocessor, restore_labels, to_labels
 
 DATA_DIR = Path(__file__).resolve().parent / 'data'
 DEFAULT_MODEL = DATA_DIR / 'models' / 'default.onnx'
@@ -74,11 +74,12 @@ class SegmentationPipeline:
         self.card: ModelCard = load_model_card(path, backend)
         self.options = tuned_options(self.card, backend_options)
         self.backend: Backend = create_backend(path, self.card, backend, **self.options)
+        self._preprocess = Preprocessor(self.card)
 
     def __call__(self, image: np.ndarray, at_source: bool = True) -> Segmentation:
         """Segment one HxWx3 RGB uint8 image; labels at its resolution or the network's."""
         t0 = time.perf_counter()
-        batch, geo = preprocess(image, self.card)
+        batch, geo = self._preprocess(image)
         t1 = time.perf_counter()
         out = self.backend.infer(batch)
         t2 = time.perf_counter()

@@ -4,9 +4,10 @@ Raw: ``backend.infer`` on the pre-processed frame, in this process, one call eve
 seconds. Node: publish a 480x360 rgb8 frame to a running ``vit_seg_node`` (its own process, same
 backend and threads) over Fast DDS every ``gap_s`` seconds and wait for ``~/class_mask``; one frame
 in flight at a time, so nothing queues. Both sides see the same spacing between frames (a camera's
-frame period), so the thread pool and caches are equally warm and the difference is what the node
-adds. The overhead is ``median(node) / median(raw) - 1``: conversion, pre/post-processing, worker
-hand-off, DDS transport both ways. The node's own stage medians (from its ``/diagnostics``) split
+frame period), so the thread pool and caches are equally warm, and they alternate in blocks, so
+the machine's drift slows both alike: the difference is what the node adds. The overhead is
+``median(node) / median(raw) - 1``: conversion, pre/post-processing, worker hand-off, DDS
+transport both ways. The node's own stage medians (from its ``/diagnostics``) split
 that into time inside the node and time in transport, and the same frames through
 ``vit_seg_node.ros.relay`` (the node's topics and worker thread, no model) measure the floor that
 any Python node pays for DDS, the executor and the hand-off on this machine: the overhead above
@@ -26,80 +27,143 @@ from vit_seg_node.core.machine import machine_record
 from vit_seg_node.core.stats import percentiles
 
 
+class RawInference:
+    """``backend.infer`` in this process, each call right after pre-processing its frame.
+
+    The node pre-processes a frame and then runs the model, so its CPU is busy when inference
+    starts; calling ``infer`` straight out of a sleep instead measured 1-3 ms slower on a 2-core
+    VM (the idle core wakes first). Only ``infer`` is timed.
+    """
+
+    def __init__(self, model: Optional[str], frames: list[np.ndarray], threads: int,
+                 spinning: bool = True) -> None:
+        from vit_seg_node.pipeline import SegmentationPipeline
+        from vit_seg_node.core.processing import Preprocessor
+
+        self.pipe = SegmentationPipeline(model, threads=threads, spinning=spinning)
+        self.frames = frames
+        self.prep = Preprocessor(self.pipe.card)
+        for f in frames[:3]:
+            self.pipe.backend.infer(self.prep(f)[0])
+        self.calls = 0
+
+    def time(self, runs: int, gap_s: float) -> list[float]:
+        """Return ``runs`` latencies (ms), one call every ``gap_s`` seconds."""
+        out = []
+        for _ in range(runs):
+            batch, _ = self.prep(self.frames[self.calls % len(self.frames)])
+            t = time.perf_counter()
+            self.pipe.backend.infer(batch)
+            out.append((time.perf_counter() - t) * 1e3)
+            self.calls += 1
+            time.sleep(gap_s)
+        return out
+
+
 def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, threads: int,
                   gap_s: float = 0.0, spinning: bool = True) -> list[float]:
-    """Return ``runs`` latencies (ms) of ``backend.infer``, one call every ``gap_s`` seconds.
+    """Return ``runs`` latencies (ms) of ``backend.infer``, one call every ``gap_s`` seconds."""
+    return RawInference(model, frames, threads, spinning).time(runs, gap_s)
 
-    Pre-processed frames, warmed up first.
+
+class NodeSession:
+    """A node process (or the relay) on ``domain`` and a client that times frames through it.
+
+    The client publishes frames serialized in advance and takes the mask serialized, timing its
+    arrival in the subscription callback, so that a figure holds what the node and DDS add and
+    not the client's own message conversions (``serialized_client=False``: rclpy messages both
+    ways). One frame in flight. ``executor`` is the rclpy executor of the node and of the client;
+    ``zero_copy`` the node's parameter. Use as a context manager.
     """
-    from vit_seg_node.pipeline import SegmentationPipeline
-    from vit_seg_node.core.processing import preprocess
 
-    pipe = SegmentationPipeline(model, threads=threads, spinning=spinning)
-    batches = [preprocess(f, pipe.card)[0] for f in frames]
-    for b in batches[:3]:
-        pipe.backend.infer(b)
-    raw = []
-    for i in range(runs):
-        t = time.perf_counter()
-        pipe.backend.infer(batches[i % len(batches)])
-        raw.append((time.perf_counter() - t) * 1e3)
-        time.sleep(gap_s)
-    return raw
+    def __init__(self, model: Optional[str], frames: list[np.ndarray], threads: int,
+                 domain: int, module: str = 'vit_seg_node.ros.node', executor: str = 'single',
+                 spinning: bool = True, zero_copy: bool = True,
+                 serialized_client: bool = True) -> None:
+        from rclpy.serialization import serialize_message
+        from sensor_msgs.msg import Image
+
+        from vit_seg_node.eval.harness import NodeProcess, Probe, reliable, \
+            reliable_overrides, terminate_on_sigterm, wait_for
+        from vit_seg_node.ros.convert import fill_image
+
+        self.msgs = []
+        for f in frames:
+            m = Image()
+            fill_image(m, f, 'rgb8', m.header)
+            m.header.frame_id = 'camera'
+            self.msgs.append(serialize_message(m) if serialized_client else m)
+        terminate_on_sigterm()
+        self.probe = Probe(domain, 'overhead_probe', executor)
+        params = {'threads': threads, 'executor': executor, 'cpu_spinning': spinning,
+                  'zero_copy': zero_copy,
+                  **reliable_overrides('/camera/image_raw'),
+                  **({'model_path': model} if model else {})}
+        self.runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'],
+                                  module=module)
+        self._got = threading.Event()
+        self._arrived = 0.0
+        self._sent = 0
+        try:
+            self.runner.wait_ready(self.probe)
+            self.probe.node.create_subscription(Image, '/vit_seg_node/class_mask',
+                                                self._on_mask, reliable(5),
+                                                raw=serialized_client)
+            self.pub = self.probe.publisher(Image, '/camera/image_raw', reliable(5))
+            wait_for(lambda: self.pub.get_subscription_count() and
+                     self.probe.node.count_publishers('/vit_seg_node/class_mask'), 30)
+            time.sleep(0.5)
+            self.time(3, 0.05)      # warm-up
+        except BaseException:
+            self.close()
+            raise
+
+    def _on_mask(self, _msg) -> None:
+        self._arrived = time.perf_counter()
+        self._got.set()
+
+    def time(self, runs: int, gap_s: float) -> list[float]:
+        """Return publish-to-mask latencies (ms) of ``runs`` frames, ``gap_s`` apart."""
+        out = []
+        for _ in range(runs):
+            self._got.clear()
+            t = time.perf_counter()
+            self.pub.publish(self.msgs[self._sent % len(self.msgs)])
+            self._sent += 1
+            if self._got.wait(10):
+                out.append((self._arrived - t) * 1e3)
+            time.sleep(gap_s)
+        return out
+
+    def diagnostics(self) -> dict[str, str]:
+        """Return the key/values of the node's next status on /diagnostics: its stage latencies."""
+        from vit_seg_node.eval.harness import wait_for
+
+        n = len(self.probe.diagnostics)
+        wait_for(lambda: len(self.probe.diagnostics) > n, 5)
+        return self.probe.last_diagnostics()
+
+    def close(self) -> None:
+        """Stop the client and the node process."""
+        self.probe.close()
+        self.runner.stop()
+
+    def __enter__(self) -> 'NodeSession':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, threads: int,
-                   domain: int, gap_s: float = 0.05, module: str = 'vit_seg_node.ros.node',
-                   executor: str = 'single',
-                   spinning: bool = True) -> tuple[list[float], dict[str, str]]:
-    """Return publish-to-mask latencies (ms) through a node process and its last diagnostics.
+                   domain: int, gap_s: float = 0.05, **session) -> tuple[list[float],
+                                                                         dict[str, str]]:
+    """Time ``runs`` frames through a node process; return the latencies (ms) and diagnostics.
 
-    One frame in flight; the diagnostics hold the node's own stage latencies. ``module`` picks
-    the node (the relay measures the floor); ``executor`` is the rclpy executor of the node and
-    of the client that times it.
+    ``session``: ``NodeSession``'s options (``module``, ``executor``, ``zero_copy``, ...).
     """
-    from sensor_msgs.msg import Image
-
-    from vit_seg_node.eval.harness import NodeProcess, Probe, reliable, reliable_overrides, \
-        terminate_on_sigterm, wait_for
-    from vit_seg_node.ros.convert import fill_image
-
-    msgs = []
-    for f in frames:
-        m = Image()
-        fill_image(m, f, 'rgb8', m.header)
-        m.header.frame_id = 'camera'
-        msgs.append(m)
-    terminate_on_sigterm()
-    probe = Probe(domain, 'overhead_probe', executor)
-    params = {'threads': threads, 'executor': executor, **reliable_overrides('/camera/image_raw'),
-              'cpu_spinning': spinning, **({'model_path': model} if model else {})}
-    runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'], module=module)
-    e2e: list[float] = []
-    diagnostics: dict[str, str] = {}
-    try:
-        runner.wait_ready(probe)
-        got = threading.Event()
-        probe.node.create_subscription(Image, '/vit_seg_node/class_mask',
-                                       lambda m: got.set(), reliable(5))
-        pub = probe.publisher(Image, '/camera/image_raw', reliable(5))
-        wait_for(lambda: pub.get_subscription_count() and
-                 probe.node.count_publishers('/vit_seg_node/class_mask'), 30)
-        time.sleep(0.5)
-        for i in range(runs + 3):
-            got.clear()
-            t = time.perf_counter()
-            pub.publish(msgs[i % len(msgs)])
-            if got.wait(10) and i >= 3:
-                e2e.append((time.perf_counter() - t) * 1e3)
-            time.sleep(gap_s)
-        n = len(probe.diagnostics)
-        wait_for(lambda: len(probe.diagnostics) > n, 5)
-        diagnostics = probe.last_diagnostics()
-    finally:
-        probe.close()
-        runner.stop()
-    return e2e, diagnostics
+    with NodeSession(model, frames, threads, domain, **session) as node:
+        return node.time(runs, gap_s), node.diagnostics()
 
 
 def node_stages(diagnostics: dict[str, str]) -> dict[str, float]:
@@ -114,13 +178,28 @@ def node_stages(diagnostics: dict[str, str]) -> dict[str, float]:
 
 def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, threads: int = 2,
             domain: int = 58, out_json: Optional[str] = None, gap_s: float = 0.05,
-            executor: str = 'single', spinning: bool = True) -> dict:
-    """Return raw and end-to-end latency percentiles, the node's stages and the overhead."""
-    raw = raw_latencies(model, frames, runs, threads, gap_s, spinning)
-    e2e, diagnostics = node_latencies(model, frames, runs, threads, domain, gap_s,
-                                      executor=executor, spinning=spinning)
+            executor: str = 'single', spinning: bool = True, zero_copy: bool = True,
+            blocks: int = 4) -> dict:
+    """Return raw and end-to-end latency percentiles, the node's stages and the overhead.
+
+    Raw inference and the node are timed in ``blocks`` alternating blocks of ``runs / blocks``
+    frames (the node process stays up between them), so that a machine whose speed drifts over
+    minutes slows both alike; then the relay's floor.
+    """
+    options = dict(executor=executor, spinning=spinning, zero_copy=zero_copy)
+    blocks = max(1, min(blocks, runs))
+    sizes = [runs // blocks + (k < runs % blocks) for k in range(blocks)]
+    raw_timer = RawInference(model, frames, threads, spinning)
+    raw: list[float] = []
+    e2e: list[float] = []
+    with NodeSession(model, frames, threads, domain, **options) as node:
+        for n in sizes:
+            raw += raw_timer.time(n, gap_s)
+            e2e += node.time(n, gap_s)
+        diagnostics = node.diagnostics()
+    del raw_timer
     floor, _ = node_latencies(None, frames, runs, threads, domain, gap_s,
-                              module='vit_seg_node.ros.relay', executor=executor)
+                              module='vit_seg_node.ros.relay', **options)
     qs = (50, 95)
     stages = node_stages(diagnostics)
     raw_p50 = float(np.median(raw))
@@ -129,13 +208,18 @@ def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, thre
     report = {'raw_infer_ms': percentiles(raw, qs),
               'node_end_to_end_ms': percentiles(e2e, qs) if e2e else None,
               'overhead': e2e_p50 / raw_p50 - 1.0 if e2e else None,
+              # against the node's own inference median: free of any difference between this
+              # process's inference and the node's (they measured up to 2 ms apart)
+              'overhead_vs_node_infer': e2e_p50 / stages['infer'] - 1.0
+              if e2e and stages.get('infer') else None,
               'relay_floor_ms': percentiles(floor, qs) if floor else None,
               'overhead_above_floor': (e2e_p50 - floor_p50) / raw_p50 - 1.0
               if e2e and floor else None,
               'node_stages_p50_ms': stages,
               'transport_ms': e2e_p50 - stages['receive_to_publish']
               if e2e and 'receive_to_publish' in stages else None,
-              'executor': executor, 'cpu_spinning': spinning, 'gap_s': gap_s,
+              'executor': executor, 'cpu_spinning': spinning, 'zero_copy': zero_copy,
+              'gap_s': gap_s, 'blocks': blocks,
               'frames': len(frames), 'runs': runs, 'answered': len(e2e), 'threads': threads,
               'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
               'machine': machine_record(threads)}

@@ -8,8 +8,12 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
+from rclpy.serialization import deserialize_message
+from std_msgs.msg import Header
+
 from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS, encoded_format, encoded_size
 from vit_seg_node.core.stderr import captured_stderr
+from vit_seg_node.ros import cdr
 
 # encoding -> (channels, conversion to RGB or None)
 ENCODINGS = {
@@ -120,3 +124,35 @@ def fill_image(msg, image: np.ndarray, encoding: str, header) -> None:
     msg.is_bigendian = 0
     msg.step = int(image.strides[0])
     msg.data = byte_payload(image)
+
+
+def from_serialized(buf: bytes, msg_type: type):
+    """Return a frame from its serialized form: read in place where it parses, else rclpy's.
+
+    ``msg_type`` is sensor_msgs/Image or CompressedImage; the result has the fields of that
+    type (``ros.cdr.RawImage`` / ``RawCompressedImage``, or the deserialized message).
+    """
+    try:
+        return cdr.parse_compressed(buf) if msg_type.__name__ == 'CompressedImage' \
+            else cdr.parse_image(buf)
+    except cdr.CdrError:
+        try:
+            return deserialize_message(buf, msg_type)
+        except Exception as exc:  # rmw's own error types differ between releases
+            raise FrameError('undecodable', f'cannot deserialize the {msg_type.__name__} '
+                             f'({len(buf)} bytes): {exc}') from None
+
+
+def ros_header(header) -> Header:
+    """Return ``header`` as a std_msgs/Header (it may be one already, or ``ros.cdr.Header``)."""
+    if isinstance(header, Header):
+        return header
+    out = Header(frame_id=header.frame_id)
+    out.stamp.sec, out.stamp.nanosec = header.stamp.sec, header.stamp.nanosec
+    return out
+
+
+def mask_bytes(labels: np.ndarray, header) -> bytes:
+    """Return the serialized mono8 sensor_msgs/Image of a label map under ``header``."""
+    return cdr.image_bytes(header.stamp.sec, header.stamp.nanosec, header.frame_id, labels,
+                           'mono8')

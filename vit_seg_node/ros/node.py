@@ -36,7 +36,8 @@ from vit_seg_node.core.ladder import LadderController, load_ladder
 from vit_seg_node.core.processing import colorize, overlay
 from vit_seg_node.core.stats import LatencyWindow, RateMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
-from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, image_to_rgb
+from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, from_serialized, \
+    image_to_rgb, mask_bytes, ros_header
 from vit_seg_node.ros.params import descriptor, PARAMETERS, validate_parameter
 from vit_seg_node.ros.spin import run_node, StartupError
 
@@ -192,10 +193,11 @@ class SegmentationNode(Node):
         self.pub_info = self.create_publisher(CameraInfo, '~/camera_info', qos,
                                               qos_overriding_options=overridable)
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        msg_type, topic = (Image, 'image') if transport == 'raw' else \
+        self.image_type, topic = (Image, 'image') if transport == 'raw' else \
             (CompressedImage, 'image/compressed')
-        self.sub_image = self.create_subscription(msg_type, topic, self._on_frame, qos,
-                                                  qos_overriding_options=overridable)
+        self.sub_image = self.create_subscription(self.image_type, topic, self._on_frame, qos,
+                                                  qos_overriding_options=overridable,
+                                                  raw=self.params['zero_copy'])
         self.sub_info = self.create_subscription(CameraInfo, 'camera_info', self._on_info, qos,
                                                  qos_overriding_options=overridable)
 
@@ -248,9 +250,11 @@ class SegmentationNode(Node):
 
     def _process(self, msg: Any, received: float) -> None:
         t0 = time.perf_counter()
+        if isinstance(msg, bytes):      # zero_copy: the frame as DDS delivered it
+            msg = from_serialized(msg, self.image_type)
         cap = self.params['max_input_pixels']
         rgb = compressed_to_rgb(msg, cap, self._decoder_warning) \
-            if isinstance(msg, CompressedImage) else image_to_rgb(msg, cap)
+            if self.image_type is CompressedImage else image_to_rgb(msg, cap)
         t_conv = (time.perf_counter() - t0) * 1e3
         at_source = self.params['output_resolution'] == 'input'
         pipeline = self.pipeline     # the rung chosen after the previous frame
@@ -277,11 +281,16 @@ class SegmentationNode(Node):
 
     def _publish(self, header, labels, rgb, geo) -> None:
         """Publish the class mask, and colour mask / overlay / camera info where wanted."""
-        mask_msg = Image()
-        fill_image(mask_msg, labels, 'mono8', header)
-        self.pub_mask.publish(mask_msg)
+        if self.params['zero_copy']:
+            self.pub_mask.publish(mask_bytes(labels, header))
+        else:
+            mask_msg = Image()
+            fill_image(mask_msg, labels, 'mono8', header)
+            self.pub_mask.publish(mask_msg)
         want_color = self.pub_color.get_subscription_count() > 0
         want_overlay = self.pub_overlay.get_subscription_count() > 0
+        if want_color or want_overlay or self._camera_info is not None:
+            header = ros_header(header)
         if want_color or want_overlay:
             color = colorize(labels, self.rungs[0].card)
             if want_color:

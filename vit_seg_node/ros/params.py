@@ -60,6 +60,9 @@ PARAMETERS: dict[str, Param] = {
     'executor': Param('single', 'rclpy executor: single (SingleThreadedExecutor) or events '
                                 '(rclpy.experimental.EventsExecutor, Jazzy and later: less Python '
                                 'per message)', read_only=True, choices=('single', 'events')),
+    'zero_copy': Param(True, 'take images serialized and read their pixels in place, publish '
+                             'the class mask serialized (no rclpy message copies); false: '
+                             'rclpy message objects', read_only=True),
     'max_input_pixels': Param(DEFAULT_MAX_PIXELS, 'frames with more pixels are rejected before '
                                                   'any decoding (compressed: from the header)',
                               low=1, high=1 << 31),

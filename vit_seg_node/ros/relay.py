@@ -11,9 +11,10 @@ hand-off from what segmentation adds (conversion, pre/post-processing, inference
 
 from __future__ import annotations
 
-import array
 import sys
 from typing import Any, Optional
+
+import numpy as np
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
@@ -22,6 +23,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
 from vit_seg_node.core.handoff import LatestFrameWorker
+from vit_seg_node.ros.convert import fill_image, from_serialized, mask_bytes
 from vit_seg_node.ros.params import descriptor, PARAMETERS
 from vit_seg_node.ros.spin import run_node
 
@@ -33,26 +35,33 @@ class RelayNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self.declare_parameter('executor', PARAMETERS['executor'].default,
-                               descriptor('executor', PARAMETERS['executor']))
+        for name in ('executor', 'zero_copy'):
+            self.declare_parameter(name, PARAMETERS[name].default,
+                                   descriptor(name, PARAMETERS[name]))
+        self._zero_copy = self.get_parameter('zero_copy').value
         overrides = QoSOverridingOptions.with_default_policies()
         self.pub_mask = self.create_publisher(Image, '~/class_mask', qos_profile_sensor_data,
                                               qos_overriding_options=overrides)
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(Image, 'image', self._on_frame, qos_profile_sensor_data,
-                                 qos_overriding_options=overrides)
+                                 qos_overriding_options=overrides, raw=self._zero_copy)
         self.create_timer(1.0, self._diagnostics)
         self._worker = LatestFrameWorker(self._answer, 'relay_worker').start()
 
-    def _on_frame(self, msg: Image) -> None:
+    def _on_frame(self, msg: Any) -> None:
         self._worker.offer(msg)
 
-    def _answer(self, msg: Image) -> None:
-        out = Image(header=msg.header, height=msg.height, width=msg.width,
-                    encoding='mono8', step=msg.width)
-        # rclpy's own uint8[] type: no per-element check in the setter (convert.byte_payload)
-        out.data = array.array('B', bytes(int(msg.width) * int(msg.height)))
-        self.pub_mask.publish(out)
+    def _answer(self, msg: Any) -> None:
+        """Publish the empty mask the node would, through the node's own conversions."""
+        if isinstance(msg, bytes):
+            msg = from_serialized(msg, Image)
+        labels = np.zeros((int(msg.height), int(msg.width)), np.uint8)
+        if self._zero_copy:
+            self.pub_mask.publish(mask_bytes(labels, msg.header))
+        else:
+            out = Image()
+            fill_image(out, labels, 'mono8', msg.header)
+            self.pub_mask.publish(out)
 
     def _diagnostics(self) -> None:
         arr = DiagnosticArray()
