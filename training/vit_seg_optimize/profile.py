@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from vit_seg_node.backends.onnxruntime_backend import make_session
+from vit_seg_node.core.io import load_json
 
 
 def scope_of(node: str) -> str:
@@ -53,7 +53,7 @@ def profile(path: str, runs: int = 30, threads: int = 2, warmup: int = 10) -> di
             t = time.perf_counter()
             sess.run(None, feed)
             wall.append((time.perf_counter() - t) * 1e3)
-        events = json.load(open(sess.end_profiling()))
+        events = load_json(sess.end_profiling(), 'ONNX Runtime profile')
     by_op, by_scope = collections.Counter(), collections.Counter()
     for e in events:
         if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
