@@ -99,9 +99,10 @@ class Preprocessor:
     """``preprocess`` for a stream of frames, writing into buffers kept from frame to frame.
 
     A fresh 2 MB input tensor per frame is memory the process has not touched recently (and, once
-    freed, may hand back to the kernel); refilling the same buffers is 0.3-0.5 ms less per
-    480x360 frame taken 50 ms apart after an inference (2-core Xeon). The batch returned is
-    overwritten by the next call: one caller at a time, done with it before the next frame.
+    freed, may have handed back to the kernel); refilling the same buffers took 4.8 ms against
+    6.0 ms for a 480x360 frame paced 50 ms after an inference (``experiments/frame_path.py``,
+    2-core Xeon VM, busy host). The batch returned is overwritten by the next call: one caller
+    at a time, done with it before the next frame.
     """
 
     def __init__(self, card: ModelCard) -> None:

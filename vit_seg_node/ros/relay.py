@@ -23,7 +23,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
 from vit_seg_node.core.handoff import LatestFrameWorker
-from vit_seg_node.ros.convert import fill_image, from_serialized, mask_bytes
+from vit_seg_node.ros.convert import fill_image, FrameError, from_serialized, mask_bytes
 from vit_seg_node.ros.params import descriptor, PARAMETERS
 from vit_seg_node.ros.spin import run_node
 
@@ -54,7 +54,10 @@ class RelayNode(Node):
     def _answer(self, msg: Any) -> None:
         """Publish the empty mask the node would, through the node's own conversions."""
         if isinstance(msg, bytes):
-            msg = from_serialized(msg, Image)
+            try:
+                msg = from_serialized(msg, Image)
+            except FrameError:
+                return
         labels = np.zeros((int(msg.height), int(msg.width)), np.uint8)
         if self._zero_copy:
             self.pub_mask.publish(mask_bytes(labels, msg.header))
