@@ -63,7 +63,10 @@ def tuned_options(card: ModelCard, options: dict) -> dict:
 
 
 class SegmentationPipeline:
-    """Loads a model and its card once; segments RGB uint8 images."""
+    """Loads a model and its card once; segments RGB uint8 images, one caller at a time.
+
+    Pre-processing writes into buffers kept between calls (``core.processing.Preprocessor``).
+    """
 
     def __init__(self, model_path: str | os.PathLike | None = None, backend: str = 'auto',
                  **backend_options) -> None:
