@@ -322,6 +322,9 @@ def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_
     assert set(r['node_stages_p50_ms']) == {'pre', 'infer', 'post', 'receive_to_publish'}
     # the floor is subtracted: the overhead above it is smaller by exactly floor / raw
     raw = r['raw_infer_ms']['p50']
+    assert r['blocks'] == 4 and r['zero_copy'] is True
+    assert r['overhead_vs_node_infer'] == pytest.approx(
+        r['node_end_to_end_ms']['p50'] / r['node_stages_p50_ms']['infer'] - 1.0)
     assert r['overhead_above_floor'] == pytest.approx(
         r['overhead'] - r['relay_floor_ms']['p50'] / raw, rel=1e-6, abs=1e-9)
     doc = json.loads(out.read_text())
