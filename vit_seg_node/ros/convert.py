@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
 from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS, encoded_format, encoded_size
@@ -133,8 +134,7 @@ def from_serialized(buf: bytes, msg_type: type):
     type (``ros.cdr.RawImage`` / ``RawCompressedImage``, or the deserialized message).
     """
     try:
-        return cdr.parse_compressed(buf) if msg_type.__name__ == 'CompressedImage' \
-            else cdr.parse_image(buf)
+        return cdr.parse_compressed(buf) if msg_type is CompressedImage else cdr.parse_image(buf)
     except cdr.CdrError:
         try:
             return deserialize_message(buf, msg_type)
