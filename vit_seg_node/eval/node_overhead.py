@@ -31,8 +31,8 @@ class RawInference:
     """``backend.infer`` in this process, each call right after pre-processing its frame.
 
     The node pre-processes a frame and then runs the model, so its CPU is busy when inference
-    starts; calling ``infer`` straight out of a sleep instead measured 1-3 ms slower on a 2-core
-    VM (the idle core wakes first). Only ``infer`` is timed.
+    starts; calling ``infer`` straight out of a sleep instead measured 27.7 against 24.2 ms on a
+    2-core VM (``experiments/frame_path.py``). Only ``infer`` is timed.
     """
 
     def __init__(self, model: Optional[str], frames: list[np.ndarray], threads: int,
@@ -58,12 +58,6 @@ class RawInference:
             self.calls += 1
             time.sleep(gap_s)
         return out
-
-
-def raw_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, threads: int,
-                  gap_s: float = 0.0, spinning: bool = True) -> list[float]:
-    """Return ``runs`` latencies (ms) of ``backend.infer``, one call every ``gap_s`` seconds."""
-    return RawInference(model, frames, threads, spinning).time(runs, gap_s)
 
 
 class NodeSession:
