@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CompressedImage
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS, encoded_format, encoded_size
@@ -156,3 +156,12 @@ def mask_bytes(labels: np.ndarray, header) -> bytes:
     """Return the serialized mono8 sensor_msgs/Image of a label map under ``header``."""
     return cdr.image_bytes(header.stamp.sec, header.stamp.nanosec, header.frame_id, labels,
                            'mono8')
+
+
+def mask_message(labels: np.ndarray, header, serialized: bool):
+    """Return the mono8 mask of ``labels`` to publish: its CDR bytes, or a sensor_msgs/Image."""
+    if serialized:
+        return mask_bytes(labels, header)
+    msg = Image()
+    fill_image(msg, labels, 'mono8', ros_header(header))
+    return msg

@@ -37,7 +37,7 @@ from vit_seg_node.core.processing import colorize, overlay
 from vit_seg_node.core.stats import LatencyWindow, RateMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
 from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, from_serialized, \
-    image_to_rgb, mask_bytes, ros_header
+    image_to_rgb, mask_message, ros_header
 from vit_seg_node.ros.params import descriptor, PARAMETERS, validate_parameter
 from vit_seg_node.ros.spin import run_node, StartupError
 
@@ -281,12 +281,7 @@ class SegmentationNode(Node):
 
     def _publish(self, header, labels, rgb, geo) -> None:
         """Publish the class mask, and colour mask / overlay / camera info where wanted."""
-        if self.params['zero_copy']:
-            self.pub_mask.publish(mask_bytes(labels, header))
-        else:
-            mask_msg = Image()
-            fill_image(mask_msg, labels, 'mono8', header)
-            self.pub_mask.publish(mask_msg)
+        self.pub_mask.publish(mask_message(labels, header, self.params['zero_copy']))
         want_color = self.pub_color.get_subscription_count() > 0
         want_overlay = self.pub_overlay.get_subscription_count() > 0
         if want_color or want_overlay or self._camera_info is not None:

@@ -23,7 +23,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
 from vit_seg_node.core.handoff import LatestFrameWorker
-from vit_seg_node.ros.convert import fill_image, FrameError, from_serialized, mask_bytes
+from vit_seg_node.ros.convert import FrameError, from_serialized, mask_message
 from vit_seg_node.ros.params import descriptor, PARAMETERS
 from vit_seg_node.ros.spin import run_node
 
@@ -59,12 +59,7 @@ class RelayNode(Node):
             except FrameError:
                 return
         labels = np.zeros((int(msg.height), int(msg.width)), np.uint8)
-        if self._zero_copy:
-            self.pub_mask.publish(mask_bytes(labels, msg.header))
-        else:
-            out = Image()
-            fill_image(out, labels, 'mono8', msg.header)
-            self.pub_mask.publish(out)
+        self.pub_mask.publish(mask_message(labels, msg.header, self._zero_copy))
 
     def _diagnostics(self) -> None:
         arr = DiagnosticArray()
