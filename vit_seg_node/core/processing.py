@@ -50,17 +50,24 @@ def fit_geometry(src_h: int, src_w: int, dst_h: int, dst_w: int, mode: str) -> G
     return Geometry(src_h, src_w, (y0, x0, h, w))
 
 
-def resize_to_input(image: np.ndarray, card: ModelCard) -> tuple[np.ndarray, Geometry]:
-    """Resize (stretch or letterbox) an RGB uint8 image to the network input size."""
+def resize_to_input(image: np.ndarray, card: ModelCard,
+                    out: Optional[np.ndarray] = None) -> tuple[np.ndarray, Geometry]:
+    """Resize (stretch or letterbox) an RGB uint8 image to the network input size.
+
+    ``out`` (input height x width x 3, uint8), when given, receives the result; an image that
+    already has the input size is returned as it is.
+    """
     image = check_image(image)
     geo = fit_geometry(image.shape[0], image.shape[1], card.input_height, card.input_width,
                        card.resize)
     y0, x0, h, w = geo.roi
+    full = (h, w) == (card.input_height, card.input_width)
     if (h, w) != image.shape[:2]:
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    if (h, w) == (card.input_height, card.input_width):
+        image = cv2.resize(image, (w, h), dst=out if full else None,
+                           interpolation=cv2.INTER_LINEAR)
+    if full:
         return image, geo
-    canvas = np.zeros((card.input_height, card.input_width, 3), np.uint8)
+    canvas = np.empty((card.input_height, card.input_width, 3), np.uint8) if out is None else out
     canvas[:, :] = np.round(np.asarray(card.mean) * 255).astype(np.uint8)  # pads to zero after norm
     canvas[y0:y0 + h, x0:x0 + w] = image
     return canvas, geo
@@ -110,24 +117,12 @@ class Preprocessor:
         h, w = card.input_height, card.input_width
         self._batch = np.empty((1, 3, h, w), np.float32)
         self._planes = [np.empty((h, w), np.uint8) for _ in range(3)]
-        self._resized: Optional[np.ndarray] = None
+        self._resized = np.empty((h, w, 3), np.uint8)
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """Return the 1x3xHxW float32 batch of one RGB uint8 image (a kept buffer) and geometry."""
-        card = self.card
-        image = check_image(image)
-        geo = fit_geometry(image.shape[0], image.shape[1], card.input_height, card.input_width,
-                           card.resize)
-        if geo.roi != (0, 0, card.input_height, card.input_width):
-            resized, _ = resize_to_input(image, card)      # letterbox: pads, no kept buffer
-        elif image.shape[:2] == (card.input_height, card.input_width):
-            resized = image
-        else:
-            if self._resized is None:
-                self._resized = np.empty((card.input_height, card.input_width, 3), np.uint8)
-            resized = cv2.resize(image, (card.input_width, card.input_height),
-                                 dst=self._resized, interpolation=cv2.INTER_LINEAR)
-        return normalize(resized[None], card, self._batch, self._planes), geo
+        resized, geo = resize_to_input(image, self.card, self._resized)
+        return normalize(resized[None], self.card, self._batch, self._planes), geo
 
 
 def to_labels(output: np.ndarray, kind: str) -> np.ndarray:
