@@ -133,7 +133,7 @@ def to_labels(output: np.ndarray, kind: str) -> np.ndarray:
         if output.ndim != 4:
             raise ValueError(f'logits must be NxCxHxW, got shape {output.shape}')
         labels = output.argmax(axis=1)
-    return labels.astype(np.uint8)
+    return labels.astype(np.uint8, copy=False)
 
 
 def restore_labels(labels: np.ndarray, geo: Geometry) -> np.ndarray:
