@@ -88,7 +88,7 @@ class NodeSession:
             m.header.frame_id = 'camera'
             self.msgs.append(serialize_message(m) if serialized_client else m)
         terminate_on_sigterm()
-        self.probe = Probe(domain, 'overhead_probe', executor)
+        self.probe = Probe(domain, f'overhead_probe_{domain}', executor)  # one name per session
         params = {'threads': threads, 'executor': executor, 'cpu_spinning': spinning,
                   'zero_copy': zero_copy,
                   **reliable_overrides('/camera/image_raw'),
