@@ -89,9 +89,10 @@ class NodeSession:
             self.msgs.append(serialize_message(m) if serialized_client else m)
         terminate_on_sigterm()
         self.probe = Probe(domain, f'overhead_probe_{domain}', executor)  # one name per session
-        params = {'threads': threads, 'executor': executor, 'cpu_spinning': spinning,
-                  'zero_copy': zero_copy,
+        params = {'executor': executor, 'zero_copy': zero_copy,
                   **reliable_overrides('/camera/image_raw'),
+                  **({} if module.endswith('relay') else {'threads': threads,
+                                                          'cpu_spinning': spinning}),
                   **({'model_path': model} if model else {})}
         self.runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'],
                                   module=module)
