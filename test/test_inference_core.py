@@ -22,6 +22,18 @@ def test_onnxruntime_backend_runs_tiny_model(tiny_model):
     assert np.isfinite(out).all()
 
 
+@pytest.mark.parametrize('spinning', [True, False])
+def test_backend_pool_stops_spinning_when_a_run_returns(tiny_model, spinning):
+    """A backend serves frames: its pool may spin during a run, never after it."""
+    card = load_card(tiny_model)
+    opts = create_backend(tiny_model, card, threads=2, spinning=spinning).session \
+        .get_session_options()
+    if spinning:
+        assert opts.get_session_config_entry('session.force_spinning_stop') == '1'
+    else:
+        assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '0'
+
+
 def test_pipeline_returns_source_resolution(tiny_model, camvid_mini):
     img, _ = SegmentationDataset(camvid_mini, 'val', cache=False).load(0)
     result = SegmentationPipeline(tiny_model, threads=1)(img)

@@ -44,10 +44,15 @@ def tune_key(fp32_path: str | os.PathLike, machine: dict, regime: str, budget: f
 
 
 def p50_in_regime(model: str | os.PathLike, regime: str, setting: str, runs: int = 20) -> float:
-    """Return the p50 (ms) of ``model`` in ``regime`` at a thread setting ('1', '2-nospin'...)."""
+    """Return the p50 (ms) of ``model`` in ``regime`` at a thread setting ('1', '2-nospin'...).
+
+    The session is configured as the node's backend runs it: a spinning pool stops when a run
+    returns.
+    """
     from vit_seg_optimize.regimes import _feed
 
-    sess = make_session(model, int(setting.split('-')[0]), spinning=not setting.endswith('nospin'))
+    sess = make_session(model, int(setting.split('-')[0]), spinning=not setting.endswith('nospin'),
+                        spin_after_run=False)
     return time_regime([sess], [_feed(sess)], regime, 3, runs)[0]['p50']
 
 

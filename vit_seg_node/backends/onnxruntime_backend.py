@@ -15,14 +15,17 @@ CPU = ['CPUExecutionProvider']
 
 def make_session(model: str | os.PathLike | bytes, threads: int = 0,
                  providers: list[str] | None = None, optimize: bool = True,
-                 profile_prefix: str | None = None, spinning: bool = True):
+                 profile_prefix: str | None = None, spinning: bool = True,
+                 spin_after_run: bool = True):
     """Return an ONNX Runtime session: the one place sessions are configured.
 
     ``model``: a path or serialized bytes; ``threads`` > 0 fixes the intra-op pool (inter-op 1);
     ``providers``: in order of preference, the available ones kept (default: CPU);
     ``optimize=False`` runs the graph as written (calibration of named tensors);
     ``profile_prefix``: write ONNX Runtime's per-operator profile there; ``spinning=False``:
-    idle pool threads sleep instead of spinning (they then leave a busy core to other work).
+    idle pool threads sleep instead of spinning (they then leave a busy core to other work);
+    ``spin_after_run=False``: they spin during a run only and stop when it returns
+    (``session.force_spinning_stop``), so the caller's work after a run has both cores.
     A model ONNX Runtime cannot load is one ``BackendError`` (a ``UserError``), for every caller.
     """
     import onnxruntime as ort
@@ -35,6 +38,8 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 0,
         opts.inter_op_num_threads = 1
     if not spinning:
         opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    elif not spin_after_run:
+        opts.add_session_config_entry('session.force_spinning_stop', '1')
     if profile_prefix:
         opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     available = ort.get_available_providers()
@@ -54,8 +59,10 @@ class OnnxRuntimeBackend:
         model_path: the ``.onnx`` file.
         card: its model card (input/output names and shape).
         threads: intra-op threads (0: ONNX Runtime's default).
-        spinning: whether idle pool threads spin (fastest on an idle CPU) or sleep (faster when
-            the CPU is shared: ``docs/benchmark.md``, regimes).
+        spinning: whether idle pool threads spin during a run (fastest on an idle CPU) or sleep
+            (faster when the CPU is shared: ``docs/benchmark.md``, regimes). Between runs they
+            always stop: a backend serves frames, and what follows a run (post-processing,
+            publishing, the subscriber waking up) needs the cores (``docs/node.md``).
         providers: execution providers in order of preference; default CUDA (if available), CPU.
     """
 
@@ -66,7 +73,8 @@ class OnnxRuntimeBackend:
                  providers: list[str] | None = None, spinning: bool = True) -> None:
         self.card = card
         wanted = providers or ['CUDAExecutionProvider', 'CPUExecutionProvider']
-        self.session = make_session(model_path, threads, wanted, spinning=spinning)
+        self.session = make_session(model_path, threads, wanted, spinning=spinning,
+                                    spin_after_run=False)
         self.providers = self.session.get_providers()
         inputs = {i.name: i for i in self.session.get_inputs()}
         if card.input_name not in inputs:

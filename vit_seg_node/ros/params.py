@@ -36,9 +36,10 @@ PARAMETERS: dict[str, Param] = {
                      read_only=True, choices=('auto', 'onnxruntime', 'tensorrt', 'torch')),
     'threads': Param(0, 'CPU threads for the backend (0: a tuned card\'s setting, else the '
                         'backend default)', read_only=True, low=0, high=256),
-    'cpu_spinning': Param(True, 'ONNX Runtime pool threads spin between operators: fastest on '
-                                'an idle CPU; false lets them sleep, faster beside busy '
-                                'processes', read_only=True),
+    'cpu_spinning': Param(True, 'ONNX Runtime pool threads spin between operators during '
+                                'inference (never between frames): fastest on an idle CPU; '
+                                'false lets them sleep, faster beside busy processes',
+                          read_only=True),
     'input_transport': Param('raw', 'raw: subscribe image; compressed: image/compressed',
                              read_only=True, choices=('raw', 'compressed')),
     'output_resolution': Param('input', 'input: masks at the camera resolution; network: at '
