@@ -303,6 +303,28 @@ def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
         assert (m.height, m.width) == frames[0].shape[:2] and m.header.frame_id.startswith('f')
 
 
+def test_node_session_times_only_the_mask_of_the_frame_in_flight():
+    """A late answer to an earlier frame is counted as late, not timed as the current one's."""
+    import threading
+
+    from vit_seg_node.eval.node_overhead import NodeSession
+    from vit_seg_node.ros.cdr import image_bytes
+
+    session = object.__new__(NodeSession)   # the client's callback alone: no node, no DDS
+    session._got, session._arrived, session.late = threading.Event(), 0.0, 0
+    session._in_flight = 1
+
+    def mask(index):
+        return image_bytes(0, index, 'camera', np.zeros((4, 6), np.uint8), 'mono8')
+
+    session._on_mask(mask(0))
+    assert not session._got.is_set() and session.late == 1
+    session._on_mask(mask(1))
+    assert session._got.is_set() and session._arrived > 0 and session.late == 1
+    session._on_mask(b'\x00\x01\x00\x00')   # unreadable: not the frame in flight
+    assert session.late == 2
+
+
 @pytest.mark.parametrize('executor', ['single', 'events'])
 def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_path, executor):
     """Bench-node: raw, node and model-free relay answer every frame; stages from diagnostics.
@@ -317,7 +339,7 @@ def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_
     r = measure(str(tiny_model), frames[:2], runs=6, threads=1, domain=ros_domain(13),
                 out_json=str(out), gap_s=0.02, executor=executor, spinning=spinning)
     assert r['executor'] == executor and r['cpu_spinning'] is spinning
-    assert r['answered'] == 6
+    assert r['answered'] == 6 and r['late_masks'] == 0
     assert r['relay_floor_ms'] and r['relay_floor_ms']['p50'] > 0
     assert set(r['node_stages_p50_ms']) == {'pre', 'infer', 'post', 'receive_to_publish'}
     # the floor is subtracted: the overhead above it is smaller by exactly floor / raw

@@ -27,6 +27,18 @@ from vit_seg_node.core.machine import machine_record
 from vit_seg_node.core.stats import percentiles
 
 
+def mask_stamp(msg) -> int:
+    """Return the nanosec field of a mask's stamp (serialized or a message); -1 if unreadable."""
+    from vit_seg_node.ros.cdr import CdrError, parse_image
+
+    if not isinstance(msg, bytes):
+        return int(msg.header.stamp.nanosec)
+    try:
+        return parse_image(msg).header.stamp.nanosec
+    except CdrError:
+        return -1
+
+
 class RawInference:
     """``backend.infer`` in this process, each call right after pre-processing its frame.
 
@@ -66,8 +78,11 @@ class NodeSession:
     The client publishes frames serialized in advance and takes the mask serialized, timing its
     arrival in the subscription callback, so that a figure holds what the node and DDS add and
     not the client's own message conversions (``serialized_client=False``: rclpy messages both
-    ways). One frame in flight. ``executor`` is the rclpy executor of the node and of the client;
-    ``zero_copy`` the node's parameter. Use as a context manager.
+    ways). One frame in flight. Each frame's stamp is its index in ``frames``, and a mask counts
+    only if it carries the stamp of the frame in flight: the answer to a frame that timed out,
+    arriving late, is counted in ``late`` and not taken for the next frame's. ``executor`` is the
+    rclpy executor of the node and of the client; ``zero_copy`` the node's parameter. Use as a
+    context manager.
     """
 
     def __init__(self, model: Optional[str], frames: list[np.ndarray], threads: int,
@@ -82,10 +97,11 @@ class NodeSession:
         from vit_seg_node.ros.convert import fill_image
 
         self.msgs = []
-        for f in frames:
+        for i, f in enumerate(frames):
             m = Image()
             fill_image(m, f, 'rgb8', m.header)
             m.header.frame_id = 'camera'
+            m.header.stamp.nanosec = i      # which frame a mask answers
             self.msgs.append(serialize_message(m) if serialized_client else m)
         terminate_on_sigterm()
         self.probe = Probe(domain, f'overhead_probe_{domain}', executor)  # one name per session
@@ -99,6 +115,8 @@ class NodeSession:
         self._got = threading.Event()
         self._arrived = 0.0
         self._sent = 0
+        self._in_flight = -1
+        self.late = 0
         try:
             self.runner.wait_ready(self.probe)
             self.probe.node.create_subscription(Image, '/vit_seg_node/class_mask',
@@ -113,8 +131,12 @@ class NodeSession:
             self.close()
             raise
 
-    def _on_mask(self, _msg) -> None:
-        self._arrived = time.perf_counter()
+    def _on_mask(self, msg) -> None:
+        arrived = time.perf_counter()
+        if mask_stamp(msg) != self._in_flight:
+            self.late += 1
+            return
+        self._arrived = arrived
         self._got.set()
 
     def time(self, runs: int, gap_s: float) -> list[float]:
@@ -122,8 +144,9 @@ class NodeSession:
         out = []
         for _ in range(runs):
             self._got.clear()
+            self._in_flight = self._sent % len(self.msgs)
             t = time.perf_counter()
-            self.pub.publish(self.msgs[self._sent % len(self.msgs)])
+            self.pub.publish(self.msgs[self._in_flight])
             self._sent += 1
             if self._got.wait(10):
                 out.append((self._arrived - t) * 1e3)
@@ -192,6 +215,7 @@ def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, thre
             raw += raw_timer.time(n, gap_s)
             e2e += node.time(n, gap_s)
         diagnostics = node.diagnostics()
+        late = node.late
     del raw_timer
     floor, _ = node_latencies(None, frames, runs, threads, domain, gap_s,
                               module='vit_seg_node.ros.relay', **options)
@@ -215,7 +239,8 @@ def measure(model: Optional[str], frames: list[np.ndarray], runs: int = 40, thre
               if e2e and 'receive_to_publish' in stages else None,
               'executor': executor, 'cpu_spinning': spinning, 'zero_copy': zero_copy,
               'gap_s': gap_s, 'blocks': blocks,
-              'frames': len(frames), 'runs': runs, 'answered': len(e2e), 'threads': threads,
+              'frames': len(frames), 'runs': runs, 'answered': len(e2e), 'late_masks': late,
+              'threads': threads,
               'resolution': f'{frames[0].shape[1]}x{frames[0].shape[0]}',
               'machine': machine_record(threads)}
     if out_json:
