@@ -51,3 +51,13 @@ def test_merge_adds_counts():
     b.update(np.array([1]), np.array([0]))
     a.merge(b)
     assert a.matrix[0, 0] == 1 and a.matrix[0, 1] == 1
+
+
+def test_cpu_meter_reports_cores_used_between_readings():
+    from vit_seg_node.core.stats import CpuMeter
+
+    wall, cpu = iter([0.0, 2.0, 3.0, 3.0]), iter([10.0, 11.0, 13.0, 13.0])
+    meter = CpuMeter(clock=lambda: next(wall), cpu=lambda: next(cpu))
+    assert meter.cores() == 0.5          # 1 s of CPU over 2 s: half a core
+    assert meter.cores() == 2.0          # 2 s of CPU over 1 s: two cores busy
+    assert meter.cores() == 0.0          # no time passed: no reading, no division by zero

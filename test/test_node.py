@@ -229,6 +229,7 @@ def test_diagnostics_latency_agrees_with_measured(frames, probe):
     infer = float(values['latency_infer_p50_ms'])
     ours = float(np.median(measured))
     assert st.level == DiagnosticStatus.OK
+    assert 0.0 < float(values['cpu_cores_used']) <= os.cpu_count()
     # causal bounds, whatever the machine's load: the node's stamp-to-publish time contains its
     # inference and is contained in our publish-to-receive time (+1 ms for clock resolution)
     assert infer <= reported <= ours + 1.0, (infer, reported, ours)

@@ -71,3 +71,23 @@ class RateMeter:
                 return 0.0
             span = max(now - self._times[0], self._times[-1] - self._times[0])
             return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class CpuMeter:
+    """Cores this process kept busy between two readings: CPU time over wall time.
+
+    CPU time of all its threads (``time.process_time``) over ``time.monotonic``; both clocks can
+    be injected.
+    """
+
+    def __init__(self, clock=time.monotonic, cpu=time.process_time) -> None:
+        self._clock, self._cpu = clock, cpu
+        self._last = (clock(), cpu())
+        self._lock = threading.Lock()
+
+    def cores(self) -> float:
+        """Return the cores used since the previous call (or since creation)."""
+        with self._lock:
+            now, used = self._clock(), self._cpu()
+            (t0, c0), self._last = self._last, (now, used)
+        return max(0.0, used - c0) / (now - t0) if now > t0 else 0.0

@@ -34,7 +34,7 @@ from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.handoff import LatestFrameWorker
 from vit_seg_node.core.ladder import LadderController, load_ladder
 from vit_seg_node.core.processing import colorize, overlay
-from vit_seg_node.core.stats import LatencyWindow, RateMeter
+from vit_seg_node.core.stats import CpuMeter, LatencyWindow, RateMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
 from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, from_serialized, \
     image_to_rgb, mask_message, ros_header
@@ -178,6 +178,7 @@ class SegmentationNode(Node):
         self.counters: collections.Counter[str] = collections.Counter()
         self.rejects: collections.Counter[str] = collections.Counter()
         self.rate_in, self.rate_out = RateMeter(), RateMeter()
+        self.cpu = CpuMeter()
         self.lat = {k: LatencyWindow() for k in ('pre', 'infer', 'post', 'end_to_end',
                                                  'receive_to_publish')}
 
@@ -317,6 +318,7 @@ class SegmentationNode(Node):
             'token_budget': self.card.reduction.get('keep', self.card.reduction.get('policy')),
             'reduction_policy': self.card.reduction.get('policy', 'none'),
             'input_rate_hz': f'{self.rate_in.rate(now):.2f}', 'output_rate_hz': f'{out_rate:.2f}',
+            'cpu_cores_used': f'{self.cpu.cores():.2f}',
             'frames_received': self.counters['received'],
             'frames_published': self.counters['published'],
             'frames_dropped': self.counters['dropped'],
