@@ -29,14 +29,16 @@ from vit_seg_node.core.stats import percentiles
 
 def mask_stamp(msg) -> int:
     """Return the nanosec field of a mask's stamp (serialized or a message); -1 if unreadable."""
-    from vit_seg_node.ros.cdr import CdrError, parse_image
+    from sensor_msgs.msg import Image
 
-    if not isinstance(msg, bytes):
-        return int(msg.header.stamp.nanosec)
-    try:
-        return parse_image(msg).header.stamp.nanosec
-    except CdrError:
-        return -1
+    from vit_seg_node.ros.convert import FrameError, from_serialized
+
+    if isinstance(msg, bytes):
+        try:
+            msg = from_serialized(msg, Image)
+        except FrameError:
+            return -1
+    return int(msg.header.stamp.nanosec)
 
 
 class RawInference:
