@@ -197,10 +197,10 @@ def test_regimes_time_every_model_in_every_cell(tiny_model, tmp_path):
 
     out = tmp_path / 'reg.json'
     assert main(['regimes', '--model', str(tiny_model), '--model', str(tiny_model),
-                 '--runs', '3', '--warmup', '1', '--threads', '1', '2-nospin',
+                 '--runs', '3', '--warmup', '1', '--threads', '1', '2-runspin', '2-nospin',
                  '--json', str(out)]) == 0
     doc = json.loads(out.read_text())
-    cells = {f'{r}/{t}' for r in ('hot', 'cold', 'loaded') for t in ('1', '2-nospin')}
+    cells = {f'{r}/{t}' for r in ('hot', 'cold', 'loaded') for t in ('1', '2-runspin', '2-nospin')}
     for name, row in doc['models'].items():
         assert set(row) == cells
         assert all(0 < v['p50'] <= v['p90'] for v in row.values())
@@ -236,3 +236,24 @@ def test_committed_grids_have_physical_roofline_fractions(record):
         assert 0 < v['roofline_fraction'] <= 1, v['name']
         peak = peaks['fp32' if v['precision'] in ('fp32', 'fp16') else 'int8']
         assert abs(v['roofline_fraction'] - v['achieved_gflops'] / peak) < 1e-6, v['name']
+
+
+def test_regime_settings_configure_the_pool_as_named(tiny_model):
+    """``2``: ONNX Runtime's default pool; ``2-runspin``: as the node's backend; ``2-nospin``."""
+    from vit_seg_node.backends.onnxruntime_backend import make_session
+    from vit_seg_optimize.regimes import SETTINGS
+    from vit_seg_optimize.tune import TUNE_THREADS
+
+    def entry(setting, key):
+        opts = make_session(tiny_model, **SETTINGS[setting]).get_session_options()
+        try:
+            return opts.get_session_config_entry(key)
+        except RuntimeError:    # not set: ONNX Runtime's default
+            return None
+
+    assert entry('2', 'session.force_spinning_stop') is None
+    assert entry('2', 'session.intra_op.allow_spinning') is None
+    assert entry('2-runspin', 'session.force_spinning_stop') == '1'
+    assert entry('2-nospin', 'session.intra_op.allow_spinning') == '0'
+    assert all(SETTINGS[s]['threads'] == int(s.split('-')[0]) for s in SETTINGS)
+    assert '2' not in TUNE_THREADS      # tune times only what the node's backend can run

@@ -85,14 +85,14 @@ def build_variant(variant: dict, checkpoint: str, workdir: Path, frames: list) -
 
 def check_regimes(spec: Any) -> None:
     """Refuse a ``regimes:`` entry that names an unknown regime or thread setting."""
-    from vit_seg_optimize.regimes import REGIMES, THREADS
+    from vit_seg_optimize.regimes import REGIMES, SETTINGS
 
     if spec is None:
         return
     if not isinstance(spec, dict):
         raise UserError('regimes: must be a mapping (regimes, threads, warmup, runs)')
     for key, what, known in (('regimes', 'regime', REGIMES),
-                             ('threads', 'thread setting', THREADS)):
+                             ('threads', 'thread setting', tuple(SETTINGS))):
         bad = [x for x in spec.get(key, known) if str(x) not in known]
         if bad:
             raise UserError(f'unknown {what} {bad[0]!r} in regimes:; known: {", ".join(known)}')

@@ -184,7 +184,9 @@ def register(sub) -> None:
     p.add_argument('--regimes', nargs='+', default=['hot', 'cold', 'loaded'],
                    choices=['hot', 'cold', 'loaded'])
     p.add_argument('--threads', nargs='+', default=['1', '2', '2-nospin'],
-                   choices=['1', '2', '2-nospin'])
+                   choices=['1', '2', '2-runspin', '2-nospin'],
+                   help='2: ONNX Runtime\'s default pool; 2-runspin: it spins during a run only '
+                        '(as the node runs it); 2-nospin: it never spins')
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--runs', type=int, default=30)
     p.add_argument('--json', required=True, help='report (a .md table is written beside it)')

@@ -9,8 +9,10 @@ others, in each regime and thread setting:
   evicts the model's weights from the core-private caches as other work on a robot does;
 * ``loaded``: one run per model in turn while one busy process spins on a core.
 
-Thread settings: ``1``, ``2`` (ONNX Runtime's pool spinning between operators, its default) and
-``2-nospin`` (pool threads sleep when idle: they leave a busy core alone).
+Thread settings (``SETTINGS``): ``1``, ``2`` (ONNX Runtime's default pool: it spins between
+operators and goes on spinning for a while after a run), ``2-runspin`` (it spins during a run
+only, as the node's backend runs it) and ``2-nospin`` (pool threads sleep when idle: they leave a
+busy core alone). The benchmark's default is ``THREADS``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from vit_seg_node.core.cpuload import CpuLoad
 from vit_seg_optimize.measure import machine_info, percentiles
 
 REGIMES = ('hot', 'cold', 'loaded')
+SETTINGS: dict[str, dict] = {   # thread setting: make_session's options
+    '1': {'threads': 1},
+    '2': {'threads': 2},
+    '2-runspin': {'threads': 2, 'spin_after_run': False},
+    '2-nospin': {'threads': 2, 'spinning': False},
+}
 THREADS = ('1', '2', '2-nospin')
 SWEEP_MB = 64
 REGIME_WORDS = {'hot': 'bursts on one input, weights in cache',
@@ -92,8 +100,7 @@ def run_regimes(models: list[str | os.PathLike], regimes=REGIMES, threads=THREAD
     models = list(dict.fromkeys(str(m) for m in models))   # one session per file
     rows: dict[str, dict] = {m: {} for m in models}
     for th in threads:
-        n, spin = int(th.split('-')[0]), not th.endswith('nospin')
-        sessions = [make_session(m, n, spinning=spin) for m in models]
+        sessions = [make_session(m, **SETTINGS[th]) for m in models]
         feeds = [_feed(s) for s in sessions]
         for regime in regimes:
             for m, lat in zip(models, time_regime(sessions, feeds, regime, warmup, runs)):

@@ -29,9 +29,10 @@ from vit_seg_node.core.card import load_card, save_card
 from vit_seg_node.core.cpuload import CpuLoad
 from vit_seg_node.core.io import write_json
 from vit_seg_optimize.measure import machine_info
-from vit_seg_optimize.regimes import THREADS, time_regime
+from vit_seg_optimize.regimes import SETTINGS, time_regime
 
 TUNE_REGIMES = ('hot', 'loaded')
+TUNE_THREADS = ('1', '2-runspin', '2-nospin')   # the settings the node's backend can run
 
 
 def tune_key(fp32_path: str | os.PathLike, machine: dict, regime: str, budget: float) -> str:
@@ -44,21 +45,16 @@ def tune_key(fp32_path: str | os.PathLike, machine: dict, regime: str, budget: f
 
 
 def p50_in_regime(model: str | os.PathLike, regime: str, setting: str, runs: int = 20) -> float:
-    """Return the p50 (ms) of ``model`` in ``regime`` at a thread setting ('1', '2-nospin'...).
-
-    The session is configured as the node's backend runs it: a spinning pool stops when a run
-    returns.
-    """
+    """Return the p50 (ms) of ``model`` in ``regime`` at a thread setting ('1', '2-nospin'...)."""
     from vit_seg_optimize.regimes import _feed
 
-    sess = make_session(model, int(setting.split('-')[0]), spinning=not setting.endswith('nospin'),
-                        spin_after_run=False)
+    sess = make_session(model, **SETTINGS[setting])
     return time_regime([sess], [_feed(sess)], regime, 3, runs)[0]['p50']
 
 
 def fastest_setting(model: str | os.PathLike, regime: str, runs: int = 20) -> tuple[str, float]:
     """Return the thread setting with the lowest p50 in ``regime``, and that p50 (ms)."""
-    return min(((th, p50_in_regime(model, regime, th, runs)) for th in THREADS),
+    return min(((th, p50_in_regime(model, regime, th, runs)) for th in TUNE_THREADS),
                key=lambda x: x[1])
 
 
@@ -93,7 +89,7 @@ def tune(fp32_path: str | os.PathLike, data: str, out_dir: str | os.PathLike,
         return out
     card = load_card(fp32_path)
     setting, fp32_ms = fastest_setting(fp32_path, regime)
-    threads, spinning = int(setting.split('-')[0]), not setting.endswith('nospin')
+    threads, spinning = SETTINGS[setting]['threads'], SETTINGS[setting].get('spinning', True)
     log(f'tune: {regime} regime, threads {setting}: FP32 p50 {fp32_ms:.1f} ms')
     calib = frames_to_batches(spread_frames(data, calib_split, num_calib), card)
     sens = _in_regime(regime, lambda: sensitivity(
