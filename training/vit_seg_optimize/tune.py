@@ -13,7 +13,8 @@ on a CPU, from an FP32 model:
    version, the regime, threads, the plan and the measured p50 of FP32 and of the result.
 
 Results are cached under ``out_dir/<key>/``, the key a digest of the FP32 model, the CPU, ISA,
-ONNX Runtime version, regime and budget: what is cached is never tuned again.
+ONNX Runtime version, regime, budget and the thread settings tried: what is cached is never
+tuned again.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ TUNE_THREADS = ('1', '2-runspin', '2-nospin')   # the settings the node's backen
 
 
 def tune_key(fp32_path: str | os.PathLike, machine: dict, regime: str, budget: float) -> str:
-    """Return the cache key: model digest, CPU, ISA flags, ONNX Runtime, regime, budget."""
+    """Return the cache key: model, CPU, ISA, ONNX Runtime, regime, budget, settings tried."""
     from vit_seg_node.core.io import file_digest
 
     text = json.dumps([file_digest(fp32_path), machine['cpu'], machine['isa'],
-                       machine['onnxruntime'], regime, budget], sort_keys=True)
+                       machine['onnxruntime'], regime, budget, TUNE_THREADS], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
