@@ -22,12 +22,12 @@ import time
 
 import numpy as np
 
-SETTINGS = {   # name: make_session's spinning options
-    'spin, also after a run (ONNX Runtime default)': dict(spinning=True, spin_after_run=True),
-    'spin during a run only (the backend, cpu_spinning: true)':
-        dict(spinning=True, spin_after_run=False),
-    'no spinning (cpu_spinning: false)': dict(spinning=False),
+NAMES = {   # regimes.SETTINGS key: what it is
+    '2': 'spin, also after a run (ONNX Runtime default)',
+    '2-runspin': 'spin during a run only (the backend, cpu_spinning: true)',
+    '2-nospin': 'no spinning (cpu_spinning: false)',
 }
+THREADS = 2
 
 
 def _cpu_s() -> float:
@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--frames', required=True, help='dataset root')
     ap.add_argument('--split', default='val')
     ap.add_argument('--model', required=True)
-    ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--rounds', type=int, default=6)
     ap.add_argument('--runs', type=int, default=20, help='frames per block')
     ap.add_argument('--gap', type=float, default=0.05)
@@ -87,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     from vit_seg_node.core.datasets import SegmentationDataset
     from vit_seg_node.core.io import write_json
     from vit_seg_node.core.machine import machine_record
+    from vit_seg_optimize.regimes import SETTINGS
 
     card = load_card(a.model)
     ds = SegmentationDataset(a.frames, a.split, None, cache=False)
     frames = [ds.load(i)[0] for i in range(min(5, len(ds)))]
-    sessions = {k: make_session(a.model, a.threads, **v) for k, v in SETTINGS.items()}
-    names = list(SETTINGS)
+    sessions = {NAMES[k]: make_session(a.model, **SETTINGS[k]) for k in NAMES}
+    names = list(sessions)
     report: dict = {}
     for regime in ('idle', 'one busy process'):
         load = CpuLoad(1) if regime != 'idle' else None
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         write_json(a.out, {'what': 'CPU time per frame and latencies under ONNX Runtime pool '
                                    'spinning settings, frames paced like a camera',
-                           'model': a.model, 'threads': a.threads, 'gap_s': a.gap,
+                           'model': a.model, 'threads': THREADS, 'gap_s': a.gap,
                            'rounds': a.rounds, 'runs': a.runs, 'results': report,
-                           'machine': machine_record(a.threads)})
+                           'machine': machine_record(THREADS)})
     return 0
 
 
