@@ -1,15 +1,20 @@
 """Train several configs side by side on a lent GPU within a time budget; bring the results back.
 
-python experiments/gpu_train.py --run NAME=CONFIG [--run ...] --data DIR --budget S --out DIR
+python experiments/gpu_train.py --run NAME=CONFIG [--run ...] [--set NAME:key.sub=VALUE ...]
+    --data DIR --budget S --out DIR
 
-Each run is first probed for a few steps to measure its speed; the epoch count that fits the
-budget (the slowest run decides, 85 %) is written into each resolved config, so a run is
-reproducible from its config without this script. The runs are launched in parallel (one GPU
-holds several ViT-Ti trainings), killed at the hard deadline if still running, and
-``best.json``, ``metrics.csv``, ``config.yaml`` and the best weights (fp16 safetensors) of each
-are copied to ``--out`` (the device tool brings back 8 files: keep to 2 runs). Works on a CPU
-too (the test runs it with the tiny config); ``--probe-steps`` and ``--min-epochs`` make that
-quick.
+``--set`` overrides one config value of one run (VALUE is YAML), so that variants of one config
+need no files of their own. Each run is first probed for a few steps to measure its speed; the
+step count that fits the budget (the slowest run decides, 85 %) is turned into each run's epoch
+count (runs on more frames get fewer epochs, the same steps) and written into its resolved
+config, so a run is reproducible from its config without this script. The runs are launched in
+parallel (one GPU holds several small trainings), killed at the hard deadline if still running.
+``--out`` receives at most 8 files whatever the number of runs (what the device tool brings
+back): ``records.tar.gz`` (each run's ``config.yaml``, ``metrics.csv``, ``best.json``,
+``summary.json`` and log) and the best weights of all runs as fp16 safetensors, packed into
+``weights_K.safetensors`` files of at most 15 MiB (tensor names prefixed ``RUN/``). Works on a
+CPU too (the test runs it with the tiny config); ``--probe-steps`` and ``--min-epochs`` make
+that quick.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ import argparse
 import json
 import os
 from pathlib import Path
-import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -41,6 +46,14 @@ def write_cfg(base: dict, overrides: dict, path: Path) -> Path:
     return path
 
 
+def set_value(cfg: dict, dotted: str, value: str) -> None:
+    """Set ``cfg[a][b]... = yaml(value)`` for the key path ``a.b...``."""
+    *path, last = dotted.split('.')
+    for k in path:
+        cfg = cfg.setdefault(k, {})
+    cfg[last] = yaml.safe_load(value)
+
+
 def launch(cfgs: list[Path], timeout: float) -> None:
     """Run one training process per config in parallel, killing them at the deadline."""
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
@@ -57,6 +70,7 @@ def launch(cfgs: list[Path], timeout: float) -> None:
             p.kill()
             out, _ = p.communicate()
             print(f'{c.name}: stopped at the deadline')
+        (c.parent / f'{c.stem}.log').write_text(out)
         print(f'--- {c.name}\n' + '\n'.join(out.splitlines()[-6:]), flush=True)
 
 
@@ -70,40 +84,75 @@ def rate(run: Path) -> float:
     return summary['steps'] / max(summary['seconds'], 1e-3)
 
 
-def plan_epochs(base: dict, data: str, rates: list[float], budget: float,
-                min_epochs: int) -> int:
-    """Return the epoch count that fits ``budget`` seconds at the slowest measured rate."""
+def plan_epochs(base: dict, data: str, steps: float, min_epochs: int) -> int:
+    """Return the epoch count of ``base`` closest to ``steps`` training steps."""
     sys.path[:0] = [str(ROOT / 'training'), str(ROOT)]
     from vit_seg_node.core.datasets import find_split
 
     frames = len(find_split(data, base.get('data', {}).get('train_split', 'train')))
     steps_per_epoch = max(1, frames // int(base['train']['batch_size']))
-    epochs = int(min(rates) * budget * 0.85 / steps_per_epoch)
+    epochs = int(steps / steps_per_epoch)
     return max(min_epochs, epochs - epochs % 10 if epochs >= 20 else epochs)
 
 
-def collect(work: Path, names: list[str], out: Path) -> None:
-    """Copy each run's record and best weights (fp16) to ``out``."""
+def final_weights(run: Path) -> Path:
+    """Write the model weights of the run's last checkpoint as ``final.safetensors``."""
+    import torch
+    from safetensors.torch import save_file
+
+    ck = torch.load(run / 'last.pt', map_location='cpu', weights_only=True)
+    save_file({k: v.contiguous() for k, v in ck['model'].items()}, str(run / 'final.safetensors'))
+    return run / 'final.safetensors'
+
+
+def collect(work: Path, names: list[str], out: Path, keep: list[str], final: list[str],
+            max_bytes: int = 15 * 2 ** 20) -> None:
+    """Pack every run's records into one tar, and the weights of ``keep`` (fp16) into few files.
+
+    Runs in ``final`` bring back their last weights (a fixed schedule, nothing selected on a
+    split they trained on); the others their best on the validation split.
+    """
     from safetensors.torch import load_file, save_file
 
     out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out / 'records.tar.gz', 'w:gz') as tar:
+        for name in names:
+            for f in ('best.json', 'metrics.csv', 'config.yaml', 'summary.json'):
+                if (work / name / f).exists():
+                    tar.add(work / name / f, arcname=f'{name}/{f}')
+            if (work / f'{name}.log').exists():
+                tar.add(work / f'{name}.log', arcname=f'{name}/train.log')
     for name in names:
-        d = work / name
-        for f in ('best.json', 'metrics.csv', 'config.yaml'):
-            if (d / f).exists():
-                shutil.copy(d / f, out / f'{name}_{f}')
-        if (d / 'best.safetensors').exists():
-            sd = load_file(str(d / 'best.safetensors'))
-            save_file({k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()},
-                      str(out / f'{name}_best_fp16.safetensors'))
-        if (d / 'best.json').exists():
-            print(name, 'best mIoU', json.loads((d / 'best.json').read_text())['miou'])
+        if (work / name / 'best.json').exists():
+            print(name, 'best', json.loads((work / name / 'best.json').read_text())['miou'])
+    packs: list[dict] = [{}]
+    for name in keep:
+        best = work / name / 'best.safetensors'
+        if name in final and (work / name / 'last.pt').exists():
+            best = final_weights(work / name)
+        if not best.exists():
+            continue
+        sd = {f'{name}/{k}': (v.half() if v.is_floating_point() else v)
+              for k, v in load_file(str(best)).items()}
+        size = sum(v.numel() * v.element_size() for v in sd.values())
+        if packs[-1] and sum(v.numel() * v.element_size() for v in packs[-1].values()) + \
+                size > max_bytes:
+            packs.append({})
+        packs[-1].update(sd)
+    if len(packs) > 7:
+        raise SystemExit(f'{len(packs)} weight files: more than the 7 that travel back')
+    for k, sd in enumerate(p for p in packs if p):
+        save_file(sd, str(out / f'weights_{k}.safetensors'))
 
 
 def main(argv=None) -> int:
     """Probe, train, collect."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--run', action='append', required=True, metavar='NAME=CONFIG')
+    ap.add_argument('--set', action='append', default=[], metavar='NAME:KEY=VALUE')
+    ap.add_argument('--keep', nargs='*', help='runs whose weights come back (default: all)')
+    ap.add_argument('--final', nargs='*', default=[],
+                    help='runs that bring back their last weights instead of their best')
     ap.add_argument('--data', required=True)
     ap.add_argument('--budget', type=float, default=420.0, help='training seconds')
     ap.add_argument('--hard-timeout', type=float, default=520.0)
@@ -114,6 +163,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     runs = dict(r.split('=', 1) for r in a.run)
     bases = {n: yaml.safe_load(open(c)) for n, c in runs.items()}
+    for item in a.set:
+        name, _, kv = item.partition(':')
+        key, _, value = kv.partition('=')
+        set_value(bases[name], key, value)
     work = Path(tempfile.mkdtemp(prefix='vit_seg_gpu_'))   # its own folder: nothing else removed
     t = time.time()
     probes = [write_cfg(b, {'data': {'root': a.data}, 'output_dir': str(work / f'probe_{n}'),
@@ -123,14 +176,15 @@ def main(argv=None) -> int:
               for n, b in bases.items()]
     launch(probes, 200)
     rates = [rate(work / f'probe_{n}') for n in runs]
-    epochs = plan_epochs(next(iter(bases.values())), a.data, rates, a.budget, a.min_epochs)
+    steps = min(rates) * a.budget * 0.85
+    epochs = {n: plan_epochs(b, a.data, steps, a.min_epochs) for n, b in bases.items()}
     print(f'probe took {time.time() - t:.0f} s; steps/s {rates}; epochs {epochs}', flush=True)
     cfgs = [write_cfg(b, {'data': {'root': a.data}, 'output_dir': str(work / n),
-                          'train': {'epochs': epochs, 'num_workers': a.workers,
+                          'train': {'epochs': epochs[n], 'num_workers': a.workers,
                                     'checkpoint_every': 500, 'max_steps': 0}},
                       work / f'{n}.yaml') for n, b in bases.items()]
     launch(cfgs, a.hard_timeout - (time.time() - t))
-    collect(work, list(runs), Path(a.out))
+    collect(work, list(runs), Path(a.out), list(runs) if a.keep is None else a.keep, a.final)
     return 0
 
 

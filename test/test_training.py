@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 import signal
 import subprocess
+import tarfile
 import sys
 import time
 
@@ -10,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file
 import torch
 import yaml
 
@@ -53,8 +55,10 @@ def test_loss_decreases_over_30_steps(tmp_path):
 
 @pytest.mark.parametrize('data', [None, {'rare_class_sampling': {'temperature': 0.05}},
                                   {'copy_paste': {'classes': ['Pole', 'Car', 'Pedestrian'],
-                                                  'prob': 0.7}}],
-                         ids=['uniform', 'rare_class_sampling', 'copy_paste'])
+                                                  'prob': 0.7}},
+                                  {'pipeline': 'device', 'jitter': 0.3,
+                                   'copy_paste': {'classes': ['Pole', 'Car'], 'prob': 0.7}}],
+                         ids=['uniform', 'rare_class_sampling', 'copy_paste', 'device_pipeline'])
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, data):
     ref_dir, kill_dir = tmp_path / 'ref', tmp_path / 'kill'
     ref_dir.mkdir()
@@ -263,18 +267,27 @@ def test_gpu_training_script_probes_plans_and_collects(tmp_path):
     (tmp_path / 'tiny.yaml').write_text(yaml.safe_dump(cfg))
     out = tmp_path / 'out'
     r = subprocess.run([sys.executable, str(ROOT / 'experiments' / 'gpu_train.py'),
-                        '--run', f'tiny={tmp_path / "tiny.yaml"}', '--data',
-                        str(ROOT / 'test' / 'data' / 'camvid_mini'), '--budget', '4',
+                        '--run', f'tiny={tmp_path / "tiny.yaml"}',
+                        '--run', f'hyb={tmp_path / "tiny.yaml"}',
+                        '--set', 'hyb:model={name: segvit_hybrid_test, img_size: [64, 96], '
+                        'stem: hybrid, decoder: skip}', '--set', 'hyb:data.pipeline=device',
+                        '--data', str(ROOT / 'test' / 'data' / 'camvid_mini'), '--budget', '4',
                         '--probe-steps', '3', '--min-epochs', '2', '--workers', '0',
                         '--out', str(out)], capture_output=True, text=True, timeout=300,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    for f in ('tiny_config.yaml', 'tiny_metrics.csv', 'tiny_best.json',
-              'tiny_best_fp16.safetensors'):
-        assert (out / f).is_file(), f
-    saved = yaml.safe_load((out / 'tiny_config.yaml').read_text())
+    assert sorted(p.name for p in out.iterdir()) == ['records.tar.gz', 'weights_0.safetensors']
+    with tarfile.open(out / 'records.tar.gz') as tar:
+        names = set(tar.getnames())
+        saved = yaml.safe_load(tar.extractfile('hyb/config.yaml').read())
+    for run in ('tiny', 'hyb'):
+        for f in ('config.yaml', 'metrics.csv', 'best.json', 'summary.json', 'train.log'):
+            assert f'{run}/{f}' in names, (run, f)
     assert 2 <= saved['train']['epochs'] <= 1000   # planned from the probe's real speed
-    assert saved['data']['val_split'] == 'heldout'
+    assert saved['data']['val_split'] == 'heldout' and saved['data']['pipeline'] == 'device'
+    assert saved['model']['name'] == 'segvit_hybrid_test'
+    weights = load_file(str(out / 'weights_0.safetensors'))
+    assert {k.split('/')[0] for k in weights} == {'tiny', 'hyb'}
 
 
 def test_distillation_from_a_cnn_teacher_of_another_architecture(tmp_path):

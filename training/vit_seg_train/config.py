@@ -36,7 +36,10 @@ DEFAULTS: dict[str, Any] = {
              'rare_class_sampling': None,
              # paste the pixels of these classes from another training frame, with probability
              # prob (vit_seg_train.copy_paste): {classes: [Pole, SignSymbol, ...], prob: 0.5}
-             'copy_paste': None},
+             'copy_paste': None,
+             # where augmentation runs: host (OpenCV in DataLoader workers) or device (batched
+             # tensor ops on the training device, frames decoded once: vit_seg_train.device_augment)
+             'pipeline': 'host'},
     'train': {'epochs': 100, 'batch_size': 8, 'lr': 5.0e-4, 'min_lr': 1.0e-6,
               'weight_decay': 0.05, 'warmup_steps': 200, 'schedule': 'cosine',
               'grad_clip': 1.0, 'eval_every': 5, 'checkpoint_every': 100, 'num_workers': 2,

@@ -103,7 +103,8 @@ def _collate(items):
 class CsvLog:
     """Append-only CSV of scalars; on resume rows past the checkpoint's step are dropped."""
 
-    FIELDS = ['step', 'epoch', 'loss', 'lr', 'val_miou', 'val_pixel_acc', 'seconds']
+    FIELDS = ['step', 'epoch', 'loss', 'lr', 'val_miou', 'val_pixel_acc', 'seconds',
+              'data_seconds']
 
     def __init__(self, path: Path, resume_step: Optional[int]) -> None:
         self.path = path
@@ -275,6 +276,16 @@ class Run:
         self.presence = class_presence([self.train_set.load(i)[1]
                                         for i in range(len(self.train_set))],
                                        len(cfg['data']['classes'])) if rcs else None
+        pipeline = cfg['data'].get('pipeline', 'host')
+        if pipeline not in ('host', 'device'):
+            raise UserError(f'data.pipeline must be host or device, got {pipeline!r}')
+        self.device_aug = None
+        if pipeline == 'device':
+            from vit_seg_train.device_augment import DeviceAugment
+
+            self.device_aug = DeviceAugment(self.train_set, self.train_set.transform,
+                                            self.device, cfg['seed'])
+        self.data_time, self.data_steps = 0.0, 0   # waiting for batches since the last log row
 
     def _build_model(self) -> nn.Module:
         tc, d = self.tc, self.cfg['data']
@@ -338,6 +349,9 @@ class Run:
             if self.rcs_probs else None
         keys = epoch_batches(n, self.tc['batch_size'], self.cfg['seed'], epoch, self.world,
                              self.rank, order)
+        if self.device_aug is not None:
+            return (self.device_aug.batch(epoch, s, [i for _, i in keys[s]])
+                    for s in range(skip, len(keys)))
         return iter(torch.utils.data.DataLoader(
             self.train_set, batch_sampler=keys[skip:], num_workers=self.tc['num_workers'],
             collate_fn=_collate, generator=self.loader_gen, pin_memory=self.device != 'cpu',
@@ -387,14 +401,23 @@ class Run:
         while self.step < self.total:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
             set_train_mode(self.model, tc.get('freeze_bn', False))
-            for x, y in self.batches(epoch, in_epoch):
+            batches = self.batches(epoch, in_epoch)
+            while True:
+                t0 = time.perf_counter()
+                x, y = next(batches, (None, None))
+                self.data_time += time.perf_counter() - t0
+                self.data_steps += 1
+                if x is None:
+                    break
                 loss = self.train_step(x, y)
                 progress.update(1)
                 if self.rank == 0 and (self.step % tc['log_every'] == 0
                                        or self.step == self.total):
                     self.log.write(step=self.step, epoch=epoch, loss=f'{loss.item():.5f}',
                                    lr=f'{self.sched.get_last_lr()[0]:.3e}',
-                                   seconds=f'{self.seconds():.1f}')
+                                   seconds=f'{self.seconds():.1f}',
+                                   data_seconds=f'{self.data_time / self.data_steps:.4f}')
+                    self.data_time, self.data_steps = 0.0, 0
                     progress.set_postfix(loss=f'{loss.item():.3f}', epoch=epoch)
                 epoch_end = self.step % self.steps_per_epoch == 0
                 if epoch_end and ((epoch + 1) % tc['eval_every'] == 0 or self.step == self.total):

@@ -1,4 +1,4 @@
-"""Decoder heads: patch tokens -> class logits on the dense H/16 x W/16 grid.
+"""Decoder heads: patch tokens -> class logits on the dense H/16 x W/16 grid (or H/8: ``skip``).
 
 The tokens are either the dense grid (``assign=None``) or the reduced tokens of a token-reduction
 encoder with ``assign`` (B x N): dense position ``q`` holds token ``assign[:, q]``. On reduced
@@ -102,4 +102,50 @@ class MaskTransformerDecoder(nn.Module):
         return to_grid(masks, grid, assign)
 
 
-DECODERS = {'linear': LinearDecoder, 'mask_transformer': MaskTransformerDecoder}
+def _conv_bn_relu(c_in: int, c_out: int, k: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class SkipDecoder(nn.Module):
+    """Tokens at stride 16 fused with a stride-8 feature map, classified at stride 8.
+
+    Each token is projected to ``d_model`` (on reduced tokens: per token, then expanded through
+    ``assign``), upsampled to the skip's grid, concatenated with the skip projected to
+    ``skip_dim`` channels, and refined by ``depth`` depthwise-separable 3x3 blocks before a 1x1
+    classifier: the light fusion of the mobile segmenters (LRASPP, SeaFormer, EfficientViT-Seg),
+    which recovers the thin classes a stride-16 grid cannot draw. ``skip_dim=0``: no skip (the
+    same head on the upsampled tokens alone), for measuring what the skip brings.
+    """
+
+    uses_skip = True
+
+    def __init__(self, embed_dim: int, num_classes: int, skip_channels: int = 0,
+                 d_model: int = 96, skip_dim: int = 48, depth: int = 2, **_: object) -> None:
+        super().__init__()
+        self.proj = nn.Linear(embed_dim, d_model)
+        self.skip_proj = _conv_bn_relu(skip_channels, skip_dim) if skip_dim else None
+        c = d_model + skip_dim
+        blocks: list[nn.Module] = []
+        for _i in range(depth):
+            blocks += [_conv_bn_relu(c, c, 3, groups=c), _conv_bn_relu(c, d_model)]
+            c = d_model
+        self.fuse = nn.Sequential(*blocks)
+        self.classifier = nn.Conv2d(c, num_classes, 1)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int],
+                assign: Optional[torch.Tensor] = None,
+                skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Map B x n x C tokens (and the B x S x 2gh x 2gw skip) to logits on the skip's grid."""
+        x = to_grid(self.proj(tokens), grid, assign)
+        size = skip.shape[-2:] if skip is not None else (2 * grid[0], 2 * grid[1])
+        x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+        if self.skip_proj is not None:
+            if skip is None:
+                raise ValueError('SkipDecoder needs the stride-8 skip (a hybrid encoder)')
+            x = torch.cat([x, self.skip_proj(skip)], 1)
+        return self.classifier(self.fuse(x))
+
+
+DECODERS = {'linear': LinearDecoder, 'mask_transformer': MaskTransformerDecoder,
+            'skip': SkipDecoder}

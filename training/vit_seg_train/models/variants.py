@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import timm
 
 from vit_seg_train.models.decoders import DECODERS
+from vit_seg_train.models.hybrid import build_hybrid, HybridSegmenter
 from vit_seg_train.models.registry import register_model
 from vit_seg_train.models.segmenter import Segmenter
 from vit_seg_train.models.stems import STEMS
@@ -65,3 +66,19 @@ def segvit_test(**kw: Any) -> Segmenter:
     kw.setdefault('decoder_args', {'d_model': 32, 'num_heads': 2, 'depth': 1})
     kw.setdefault('drop_path_rate', 0.0)
     return build_segmenter('vit_tiny_patch16_224', embed_dim=32, depth=4, num_heads=2, **kw)
+
+
+@register_model
+def segvit_hybrid_tiny(**kw: Any) -> HybridSegmenter:
+    """Hybrid: inverted-residual stages to stride 16, 6 ViT blocks (192-d), the skip decoder."""
+    return build_hybrid(**kw)
+
+
+@register_model
+def segvit_hybrid_test(**kw: Any) -> HybridSegmenter:
+    """Build a tiny hybrid for unit tests (32-d, 2 blocks, narrow stages): runs in milliseconds."""
+    kw.setdefault('decoder_args', {'d_model': 16, 'skip_dim': 8, 'depth': 1})
+    kw.setdefault('drop_path_rate', 0.0)
+    kw.setdefault('conv_widths', (8, 8, 16, 16))
+    kw.setdefault('conv_depths', (0, 1, 1, 1))
+    return build_hybrid(embed_dim=32, depth=2, num_heads=2, **kw)
