@@ -1,19 +1,23 @@
-"""The hand-off between a ROS executor and the inference thread: a one-item latest-value slot.
+"""The hand-off between a ROS executor and the inference thread: latest-value slots.
 
 The executor's callback ``offer``s each frame and returns at once; a worker thread takes the
-newest and handles it. A frame still waiting when the next one arrives is replaced, so the worker
-always starts on the latest frame and the executor never blocks on inference. The node and the
-model-free relay share this class, so the relay's floor pays exactly the node's hand-off.
+newest and handles it. A frame still waiting when the next one of the same source arrives is
+replaced, so the worker always starts on the latest frame and the executor never blocks on
+inference. Several sources (cameras) each have their own slot, keyed by name, served in a fair
+round-robin order: after a source's frame the worker looks at the next source first, so a
+camera that floods cannot starve one that does not. One source is the single slot of a
+one-camera node. The node and the model-free relay share this class, so the relay's floor pays
+exactly the node's hand-off.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Hashable
 
 
 class LatestFrameWorker:
-    """A worker thread fed through a one-item slot (latest frame wins).
+    """A worker thread fed through one latest-value slot per source, served round-robin.
 
     ``handle(item)`` runs on the worker thread for every item taken; it must not raise (the
     node's handler counts and logs its own failures).
@@ -22,8 +26,10 @@ class LatestFrameWorker:
     def __init__(self, handle: Callable[[Any], None], name: str = 'worker') -> None:
         self._handle = handle
         self._cv = threading.Condition()
-        self._item: Optional[Any] = None
-        self._has_item = False
+        self._slots: dict[Hashable, Any] = {}   # source -> item waiting
+        self._order: list[Hashable] = []        # sources in the order they first offered
+        self._last: Hashable = None             # the source served last
+        self._busy = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -32,13 +38,27 @@ class LatestFrameWorker:
         self._thread.start()
         return self
 
-    def offer(self, item: Any) -> bool:
-        """Put ``item`` in the slot without blocking; return True if it replaced a waiting one."""
+    def offer(self, item: Any, source: Hashable = None) -> bool:
+        """Put ``item`` in ``source``'s slot without blocking; True if it replaced a waiting one."""
         with self._cv:
-            replaced = self._has_item
-            self._item, self._has_item = item, True
+            replaced = source in self._slots
+            if not replaced and source not in self._order:
+                self._order.append(source)
+            self._slots[source] = item
             self._cv.notify()
         return replaced
+
+    def drain(self, timeout: float = 5.0) -> int:
+        """Discard the items waiting and wait until the one being handled is done.
+
+        Returns how many were discarded. Offers made meanwhile are served as usual: the caller
+        stops offering first.
+        """
+        with self._cv:
+            discarded = len(self._slots)
+            self._slots.clear()
+            self._cv.wait_for(lambda: not self._busy, timeout)
+        return discarded
 
     def is_alive(self) -> bool:
         """Return whether the worker thread runs."""
@@ -48,16 +68,33 @@ class LatestFrameWorker:
         """Stop taking items (one being handled finishes) and join the thread."""
         with self._cv:
             self._stopping = True
-            self._cv.notify()
-        if self._thread.is_alive():
+            self._cv.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=timeout)
+
+    def _take(self) -> Any:
+        """Return the waiting item of the first source after the one served last."""
+        n = len(self._order)
+        start = self._order.index(self._last) + 1 if self._last in self._order else 0
+        for i in range(n):
+            source = self._order[(start + i) % n]
+            if source in self._slots:
+                self._last = source
+                return self._slots.pop(source)
+        raise LookupError('no item waiting')
 
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._has_item and not self._stopping:
+                while not self._slots and not self._stopping:
                     self._cv.wait(0.5)
                 if self._stopping:
                     return
-                item, self._item, self._has_item = self._item, None, False
-            self._handle(item)
+                item = self._take()
+                self._busy = True
+            try:
+                self._handle(item)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
