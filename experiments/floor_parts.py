@@ -57,6 +57,11 @@ def _without_info(callback):
     return lambda self, msg: callback(self, msg, None)
 
 
+def _camera_without_info(callback):
+    """Return ``callback(self, cam, msg, info)`` without message info."""
+    return lambda self, cam, msg: callback(self, cam, msg, None)
+
+
 def node_classes(with_info: bool):
     """Return the relay and the node with clock readings; imports rclpy, so only when run.
 
@@ -81,21 +86,21 @@ def node_classes(with_info: bool):
             self.pub_mask.publish(mask_message(labels, header, True))
 
     class StampedNode(SegmentationNode):
-        def _on_frame(self, msg: Any, info: Optional[dict]) -> None:
+        def _on_frame(self, cam, msg: Any, info: Optional[dict]) -> None:
             self._stamps = _arrival(info)
-            super()._on_frame(msg)
+            super()._on_frame(cam, msg)
 
-        def _process(self, msg: Any, received: float) -> None:
+        def _process(self, cam, msg: Any, received: float) -> None:
             self._stamps.append(time.time_ns())
-            super()._process(msg, received)
+            super()._process(cam, msg, received)
 
-        def _publish(self, header, labels, rgb, geo) -> None:
-            super()._publish(_stamped_header(header, self._stamps + [time.time_ns()]), labels,
-                             rgb, geo)
+        def _publish(self, cam, header, labels, rgb, geo) -> None:
+            super()._publish(cam, _stamped_header(header, self._stamps + [time.time_ns()]),
+                             labels, rgb, geo)
 
     if not with_info:       # rclpy passes message info to callbacks that take two arguments
-        for cls in (StampedRelay, StampedNode):
-            cls._on_frame = _without_info(cls._on_frame)
+        StampedRelay._on_frame = _without_info(StampedRelay._on_frame)
+        StampedNode._on_frame = _camera_without_info(StampedNode._on_frame)
     return StampedRelay, StampedNode
 
 

@@ -20,6 +20,15 @@ def camvid_mini() -> Path:
 
 
 @pytest.fixture(scope='session')
+def frames(camvid_mini) -> list:
+    """Return every val frame of the mini CamVid set (RGB uint8, 480x360)."""
+    from vit_seg_node.core.datasets import SegmentationDataset
+
+    ds = SegmentationDataset(camvid_mini, 'val', cache=False)
+    return [ds.load(i)[0] for i in range(len(ds))]
+
+
+@pytest.fixture(scope='session')
 def tiny_model(tmp_path_factory) -> Path:
     """Export a tiny ViT segmenter (random weights, seeded) to ONNX with its card."""
     import torch

@@ -20,19 +20,12 @@ import yaml
 from conftest import ros_domain
 from ros_utils import image_msg, mask_of, node_process, NODE_EXE, Probe, wait_for
 from vit_seg_node.eval.harness import reliable_overrides
-from vit_seg_node.core.datasets import SegmentationDataset
 from vit_seg_node.pipeline import SegmentationPipeline
 
 DOMAIN = ros_domain(7)
 RELIABLE_NODE = reliable_overrides('/image')
 RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                       depth=10)
-
-
-@pytest.fixture(scope='module')
-def frames(camvid_mini):
-    ds = SegmentationDataset(camvid_mini, 'val', cache=False)
-    return [ds.load(i)[0] for i in range(len(ds))]
 
 
 @pytest.fixture()

@@ -77,11 +77,11 @@ def test_one_frame_end_to_end_and_parameter_cache(ros_context, tiny_model, camvi
         m = answer(8 * 10 ** 9)
         assert (m.height, m.width) == (64, 96)
         # stamps of 7 s and 8 s after 1970 are not on the node's clock: no end-to-end latency
-        assert node.counters['stamp_off_clock'] >= 2
-        assert node.lat['end_to_end'].percentiles() is None
+        assert node.cameras[0].counters['stamp_off_clock'] >= 2
+        assert node.cameras[0].lat['end_to_end'].percentiles() is None
         answer(node.get_clock().now().nanoseconds)
-        assert wait_for(lambda: node.lat['end_to_end'].percentiles() is not None, 5)
-        assert 0 < node.lat['end_to_end'].percentiles()['p50'] < 60_000
+        assert wait_for(lambda: node.cameras[0].lat['end_to_end'].percentiles() is not None, 5)
+        assert 0 < node.cameras[0].lat['end_to_end'].percentiles()['p50'] < 60_000
         # the descriptors carry the ranges (what `ros2 param describe` shows)
         d = node.describe_parameters(['overlay_alpha', 'threads'])
         assert d[0].floating_point_range[0].to_value == 1.0

@@ -2,9 +2,15 @@
 
 Subscribes ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage)
 and ``camera_info``; publishes ``~/class_mask`` (mono8), ``~/color_mask`` and ``~/overlay``
-(rgb8, computed only when subscribed) and ``~/camera_info`` scaled to the mask. Every output
-carries the input header unchanged. Inference runs on a worker thread with a latest-frame slot:
-the executor never blocks, and a frame replaced while waiting is counted as dropped.
+(rgb8, computed only when subscribed) and ``~/camera_info`` scaled to the mask. With the
+``cameras`` parameter set, each named camera has these topics under its name
+(``ros.cameras``), and one model (or ladder) and one worker thread serve them all. Every
+output carries the input header unchanged. Inference runs on a worker thread with a
+latest-frame slot per camera, served round-robin: the executor never blocks, and a frame
+replaced while waiting is counted as dropped.
+
+``SegmentationCore`` is the frame path; ``SegmentationNode`` runs it from start to shutdown, and
+``ros.lifecycle.LifecycleSegmentationNode`` through managed transitions.
 
 QoS: ``qos_profile_sensor_data`` (best effort, keep last 5) on the image topics and the masks,
 changeable per topic through rclpy's QoS overrides (``qos_overrides.<topic>.subscription.
@@ -13,11 +19,10 @@ reliability``, ``...publisher.depth``, etc., set at start-up).
 
 from __future__ import annotations
 
-import collections
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
@@ -25,8 +30,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -34,8 +37,9 @@ from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.handoff import LatestFrameWorker
 from vit_seg_node.core.ladder import LadderController, load_ladder
 from vit_seg_node.core.processing import colorize, overlay
-from vit_seg_node.core.stats import CpuMeter, LatencyWindow, RateMeter
+from vit_seg_node.core.stats import CpuMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
+from vit_seg_node.ros.cameras import Camera, remapped_single_inputs
 from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, from_serialized, \
     image_to_rgb, mask_message, ros_header
 from vit_seg_node.ros.params import descriptor, PARAMETERS, validate_parameter
@@ -45,6 +49,7 @@ from vit_seg_node.ros.spin import run_node, StartupError
 # end-to-end latency (header stamp to publish) is reported only for stamps this close to the
 # node's clock: a bag recorded long ago, or a camera on its own clock, has no meaningful one
 PLAUSIBLE_STAMP_AGE_S = 60.0
+STATUS_NAME = 'vit_seg_node: segmentation'
 
 
 def check_rungs(rungs: list) -> None:
@@ -103,46 +108,94 @@ def scaled_camera_info(info: CameraInfo, geo, out_h: int, out_w: int, header) ->
     return out
 
 
-class SegmentationNode(Node):
-    """Camera in, masks out; see the module docstring."""
+class SegmentationCore:
+    """The frame path of the plain and the managed node, for a ``rclpy`` Node subclass.
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__('vit_seg_node', **kwargs)
+    Parameters, the model ladder, the cameras, the worker thread and ``/diagnostics``; the
+    node classes decide when each part starts and stops (``SegmentationNode``: all at start;
+    the lifecycle node: on its transitions).
+    """
+
+    rungs: list = []
+    ladder: Optional[LadderController] = None
+    cameras: list[Camera] = []
+    _worker: Optional[LatestFrameWorker] = None
+    _accepting = False
+
+    # ------------------------------------------------------------------ set-up, tear-down
+    def _declare_parameters(self) -> None:
+        """Declare every parameter with its descriptor; StartupError on an invalid value."""
         self.params: dict[str, Any] = {}
         for name, spec in PARAMETERS.items():
+            default = Parameter.Type.STRING_ARRAY if isinstance(spec.default, list) \
+                else spec.default
             try:
-                value = self.declare_parameter(name, spec.default,
-                                               descriptor(name, spec)).value
+                value = self.declare_parameter(name, default, descriptor(name, spec)).value
             except (InvalidParameterTypeException, ParameterException) as exc:
                 raise StartupError(f'invalid parameter {name}: {exc} (expected '
                                    f'{type(spec.default).__name__})') from None
+            value = list(value or []) if isinstance(spec.default, list) else value
             reason = validate_parameter(name, value)
             if reason:
                 raise StartupError(f'invalid parameter: {reason}')
             self.params[name] = value
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        p = self.params
-        try:
-            self.rungs = [SegmentationPipeline(m, backend=p['backend'], threads=p['threads'],
-                                               spinning=p['cpu_spinning'])
-                          for m in self._model_paths()]
-            check_rungs(self.rungs)
-        except UserError as exc:
-            raise StartupError(f'cannot load model: {exc}') from None
-        self.ladder = LadderController(reference_latencies_ms(self.rungs),
-                                       p['latency_budget_ms'], now=time.monotonic())
         self._ladder_lock = threading.Lock()   # worker, diagnostics timer, parameter service
-        self._init_state()
-        self._init_topics(p['input_transport'])
-        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
+        self.cpu = CpuMeter()
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def _load_models(self) -> None:
+        """Load and warm up every rung of the ladder; UserError when a model cannot load."""
+        p = self.params
+        rungs = [SegmentationPipeline(m, backend=p['backend'], threads=p['threads'],
+                                      spinning=p['cpu_spinning'])
+                 for m in self._model_paths()]
+        check_rungs(rungs)
+        self.ladder = LadderController(reference_latencies_ms(rungs), p['latency_budget_ms'],
+                                       now=time.monotonic())
+        self.rungs = rungs
+
+    def _free_models(self) -> None:
+        """Drop the backends (their sessions and buffers go with the last reference)."""
+        self.rungs, self.ladder = [], None
+
+    def _open_cameras(self, make_publisher: Callable) -> None:
+        """Create the cameras' publishers and start the worker (no frame is taken yet)."""
+        names = self.params['cameras']
+        if names:
+            remapped = remapped_single_inputs(self)
+            if remapped:
+                self.get_logger().warn(
+                    f'cameras is set: the remaps of {remapped} are not used; remap '
+                    f'NAME/image and NAME/camera_info of each camera instead')
+        self.image_type = Image if self.params['input_transport'] == 'raw' else CompressedImage
+        self.cameras = [Camera(self, n, make_publisher) for n in names or ['']]
         self._worker = LatestFrameWorker(self._handle_frame, 'vit_seg_worker').start()
-        self.get_logger().info(
-            f'ready: model {self.pipeline.model_path} ({self.card.name}), backend '
-            f'{self.backend_name}, input {self.card.input_width}x{self.card.input_height}, '
-            f'subscribing {self.sub_image.topic_name}'
-            + (f'; ladder of {len(self.rungs)} rungs, reference latencies '
-               f'{[round(r, 1) for r in self.ladder.reference]} ms' if len(self.rungs) > 1
-               else ''))
+
+    def _close_cameras(self, destroy_publisher: Callable) -> None:
+        """Stop taking frames, stop the worker and destroy the cameras' publishers."""
+        self._stop_input()
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        for cam in self.cameras:
+            for pub in cam.publishers:
+                destroy_publisher(pub)
+        self.cameras = []
+
+    def _start_input(self) -> None:
+        """Subscribe every camera and take frames."""
+        for cam in self.cameras:
+            cam.open_input(self.image_type, self.params['zero_copy'], self._on_frame)
+        self._accepting = True
+
+    def _stop_input(self) -> None:
+        """Stop taking frames: unsubscribe, drop the frames waiting, finish the one in work."""
+        self._accepting = False
+        for cam in self.cameras:
+            cam.close_input()
+        if self._worker is not None:
+            self._worker.drain()
 
     def _model_paths(self) -> list[str]:
         """Return the rungs' model files: the ladder's, or model_path alone."""
@@ -156,6 +209,16 @@ class SegmentationNode(Node):
             return [str(m) for m in load_ladder(SHIPPED_LADDER if ladder == 'shipped'
                                                 else ladder)]
         return [p['model_path'] or str(default_model_path())]
+
+    def _ready_line(self) -> str:
+        """Return the one line logged once the models are loaded and the cameras exist."""
+        topics = ', '.join(c.name or 'image' for c in self.cameras)
+        return (f'model {self.pipeline.model_path} ({self.card.name}), backend '
+                f'{self.backend_name}, input {self.card.input_width}x{self.card.input_height}, '
+                f'cameras: {topics}'
+                + (f'; ladder of {len(self.rungs)} rungs, reference latencies '
+                   f'{[round(r, 1) for r in self.ladder.reference]} ms' if len(self.rungs) > 1
+                   else ''))
 
     @property
     def pipeline(self) -> SegmentationPipeline:
@@ -172,36 +235,6 @@ class SegmentationNode(Node):
         """Return the active backend's name."""
         return self.pipeline.backend.name
 
-    def _init_state(self) -> None:
-        self._camera_info: Optional[CameraInfo] = None
-        self._last_accept = 0.0
-        self.counters: collections.Counter[str] = collections.Counter()
-        self.rejects: collections.Counter[str] = collections.Counter()
-        self.rate_in, self.rate_out = RateMeter(), RateMeter()
-        self.cpu = CpuMeter()
-        self.lat = {k: LatencyWindow() for k in ('pre', 'infer', 'post', 'end_to_end',
-                                                 'receive_to_publish')}
-
-    def _init_topics(self, transport: str) -> None:
-        qos = qos_profile_sensor_data
-        overridable = QoSOverridingOptions.with_default_policies()
-        self.pub_mask = self.create_publisher(Image, '~/class_mask', qos,
-                                              qos_overriding_options=overridable)
-        self.pub_color = self.create_publisher(Image, '~/color_mask', qos,
-                                               qos_overriding_options=overridable)
-        self.pub_overlay = self.create_publisher(Image, '~/overlay', qos,
-                                                 qos_overriding_options=overridable)
-        self.pub_info = self.create_publisher(CameraInfo, '~/camera_info', qos,
-                                              qos_overriding_options=overridable)
-        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.image_type, topic = (Image, 'image') if transport == 'raw' else \
-            (CompressedImage, 'image/compressed')
-        self.sub_image = self.create_subscription(self.image_type, topic, self._on_frame, qos,
-                                                  qos_overriding_options=overridable,
-                                                  raw=self.params['zero_copy'])
-        self.sub_info = self.create_subscription(CameraInfo, 'camera_info', self._on_info, qos,
-                                                 qos_overriding_options=overridable)
-
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate a change; accepted values go into the cache the frame path reads."""
@@ -211,163 +244,205 @@ class SegmentationNode(Node):
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
         self.params.update({prm.name: prm.value for prm in params if prm.name in PARAMETERS})
-        if any(prm.name == 'latency_budget_ms' for prm in params) and hasattr(self, 'ladder'):
+        if any(prm.name == 'latency_budget_ms' for prm in params) and self.ladder is not None:
             with self._ladder_lock:
                 self.ladder.set_budget(self.params['latency_budget_ms'], time.monotonic())
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ callbacks
-    def _on_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
-
-    def _on_frame(self, msg: Any) -> None:
-        """Keep only the latest frame; never block the executor."""
+    def _on_frame(self, cam: Camera, msg: Any) -> None:
+        """Keep only the latest frame of each camera; never block the executor."""
         now = time.monotonic()
-        self.rate_in.tick(now)
-        self.counters['received'] += 1
-        if not self.params['enable']:
-            self.counters['disabled'] += 1
+        if not self._accepting or not cam.accept(now, self.params['enable'],
+                                                 self.params['max_fps']):
             return
-        max_fps = self.params['max_fps']
-        if max_fps > 0 and now - self._last_accept < 1.0 / max_fps:
-            self.counters['throttled'] += 1
-            return
-        self._last_accept = now
-        if self._worker.offer((msg, now)):   # the frame waiting was replaced: dropped
-            self.counters['dropped'] += 1
+        if self._worker.offer((cam, msg, now), cam.name):   # the one waiting was replaced
+            cam.counters['dropped'] += 1
 
     # ------------------------------------------------------------------ worker
-    def _handle_frame(self, item: tuple[Any, float]) -> None:
-        msg, received = item
+    def _handle_frame(self, item: tuple[Camera, Any, float]) -> None:
+        cam, msg, received = item
         try:
-            self._process(msg, received)
+            self._process(cam, msg, received)
         except FrameError as exc:
-            self.rejects[exc.reason] += 1
-            self.get_logger().warn(f'frame skipped: {exc}', throttle_duration_sec=5.0)
+            cam.rejects[exc.reason] += 1
+            self.get_logger().warn(f'{cam.label}: frame skipped: {exc}',
+                                   throttle_duration_sec=5.0)
         except Exception as exc:  # keep the node alive whatever one frame does
-            self.rejects['error'] += 1
-            self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
+            cam.rejects['error'] += 1
+            self.get_logger().error(f'{cam.label}: frame failed: {type(exc).__name__}: {exc}',
                                     throttle_duration_sec=5.0)
 
-    def _process(self, msg: Any, received: float) -> None:
+    def _process(self, cam: Camera, msg: Any, received: float) -> None:
         t0 = time.perf_counter()
         if isinstance(msg, bytes):      # zero_copy: the frame as DDS delivered it
             msg = from_serialized(msg, self.image_type)
         cap = self.params['max_input_pixels']
         rgb = compressed_to_rgb(msg, cap, self._decoder_warning) \
             if self.image_type is CompressedImage else image_to_rgb(msg, cap)
+        self._check_size(cam, rgb.shape[:2])
         t_conv = (time.perf_counter() - t0) * 1e3
         at_source = self.params['output_resolution'] == 'input'
         pipeline = self.pipeline     # the rung chosen after the previous frame
         seg = pipeline(rgb, at_source=at_source)
         t2 = time.perf_counter()
-        self._publish(msg.header, seg.labels, rgb, seg.geometry)
-        self.counters['published'] += 1
-        self.rate_out.tick()
-        self.lat['pre'].add(t_conv + seg.pre_ms)
-        self.lat['infer'].add(seg.infer_ms)
-        self.lat['post'].add(seg.post_ms + (time.perf_counter() - t2) * 1e3)
+        self._publish(cam, msg.header, seg.labels, rgb, seg.geometry)
+        cam.counters['published'] += 1
+        cam.rate_out.tick()
+        cam.lat['pre'].add(t_conv + seg.pre_ms)
+        cam.lat['infer'].add(seg.infer_ms)
+        cam.lat['post'].add(seg.post_ms + (time.perf_counter() - t2) * 1e3)
         done = time.monotonic()
-        self.lat['receive_to_publish'].add((done - received) * 1e3)
+        cam.lat['receive_to_publish'].add((done - received) * 1e3)
         with self._ladder_lock:
             self.ladder.observe((done - received) * 1e3, done, seg.infer_ms)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp_to_s(msg.header.stamp)
         if 0.0 <= age <= PLAUSIBLE_STAMP_AGE_S:
-            self.lat['end_to_end'].add(age * 1e3)
+            cam.lat['end_to_end'].add(age * 1e3)
         else:
-            self.counters['stamp_off_clock'] += 1
+            cam.counters['stamp_off_clock'] += 1
+
+    def _check_size(self, cam: Camera, size: tuple[int, int]) -> None:
+        """Count and report (throttled) a camera whose frames change size; they are served."""
+        if cam.size is not None and cam.size != size:
+            cam.counters['size_changes'] += 1
+            self.get_logger().warn(
+                f'{cam.label}: frame size changed from {cam.size[1]}x{cam.size[0]} to '
+                f'{size[1]}x{size[0]}; masks follow the frames', throttle_duration_sec=5.0)
+        cam.size = size
 
     def _decoder_warning(self, text: str) -> None:
         self.get_logger().warn(text, throttle_duration_sec=5.0)
 
-    def _publish(self, header, labels, rgb, geo) -> None:
+    def _publish(self, cam: Camera, header, labels, rgb, geo) -> None:
         """Publish the class mask, and colour mask / overlay / camera info where wanted."""
-        self.pub_mask.publish(mask_message(labels, header, self.params['zero_copy']))
-        want_color = self.pub_color.get_subscription_count() > 0
-        want_overlay = self.pub_overlay.get_subscription_count() > 0
-        if want_color or want_overlay or self._camera_info is not None:
+        cam.pub_mask.publish(mask_message(labels, header, self.params['zero_copy']))
+        want_color = cam.pub_color.get_subscription_count() > 0
+        want_overlay = cam.pub_overlay.get_subscription_count() > 0
+        info = self._camera_info_for(cam, geo)
+        if want_color or want_overlay or info is not None:
             header = ros_header(header)
         if want_color or want_overlay:
             color = colorize(labels, self.rungs[0].card)
             if want_color:
                 m = Image()
                 fill_image(m, color, 'rgb8', header)
-                self.pub_color.publish(m)
+                cam.pub_color.publish(m)
             if want_overlay:
                 shown = rgb if rgb.shape[:2] == labels.shape else \
                     cv2.resize(rgb, (labels.shape[1], labels.shape[0]))
                 m = Image()
                 fill_image(m, overlay(shown, color, self.params['overlay_alpha']), 'rgb8',
                            header)
-                self.pub_overlay.publish(m)
-        if self._camera_info is not None:
-            self.pub_info.publish(scaled_camera_info(self._camera_info, geo, labels.shape[0],
-                                                     labels.shape[1], header))
+                cam.pub_overlay.publish(m)
+        if info is not None:
+            cam.pub_info.publish(scaled_camera_info(info, geo, labels.shape[0], labels.shape[1],
+                                                    header))
+
+    def _camera_info_for(self, cam: Camera, geo) -> Optional[CameraInfo]:
+        """Return the camera's info if it describes frames of this size (else warn, None)."""
+        info = cam.info
+        if info is None or (info.width, info.height) in ((0, 0), (geo.src_width,
+                                                                  geo.src_height)):
+            return info
+        cam.counters['camera_info_mismatch'] += 1
+        self.get_logger().warn(
+            f'{cam.label}: camera_info is {info.width}x{info.height}, the frame '
+            f'{geo.src_width}x{geo.src_height}: its camera_info is not republished',
+            throttle_duration_sec=5.0)
+        return None
 
     # ------------------------------------------------------------------ diagnostics
-    def diagnostic_status(self) -> DiagnosticStatus:
-        """Return the node's status in the spirit of diagnostic_updater's frequency checks."""
-        st = DiagnosticStatus()
-        st.name = 'vit_seg_node: segmentation'
-        st.hardware_id = f'{self.backend_name}:{self.card.name}'
-        now = time.monotonic()
-        out_rate = self.rate_out.rate(now)
+    def lifecycle_state(self) -> Optional[str]:
+        """Return the managed node's state label (None: not a managed node)."""
+        return None
+
+    def _model_values(self) -> dict[str, Any]:
+        """Return the diagnostic key/values of the loaded models ({} when none are)."""
+        if not self.rungs:
+            return {}
         values: dict[str, Any] = {
             'backend': self.backend_name, 'model': str(self.pipeline.model_path),
             'precision': self.card.precision.get('default', 'fp32'),
             'token_budget': self.card.reduction.get('keep', self.card.reduction.get('policy')),
             'reduction_policy': self.card.reduction.get('policy', 'none'),
-            'input_rate_hz': f'{self.rate_in.rate(now):.2f}', 'output_rate_hz': f'{out_rate:.2f}',
-            'cpu_cores_used': f'{self.cpu.cores():.2f}',
-            'frames_received': self.counters['received'],
-            'frames_published': self.counters['published'],
-            'frames_dropped': self.counters['dropped'],
-            'frames_throttled': self.counters['throttled'],
-            'frames_rejected': sum(self.rejects.values()),
-            'stamps_off_clock': self.counters['stamp_off_clock'],
             'active_model': self.card.name, 'active_rung': self.ladder.rung,
             'ladder_rungs': len(self.rungs),
             'latency_budget_ms': self.params['latency_budget_ms'],
             'ladder_switches': self.ladder.switches,
         }
         with self._ladder_lock:
-            spent = self.ladder.time_on_rungs(now)
+            spent = self.ladder.time_on_rungs(time.monotonic())
         for k, (r, secs) in enumerate(zip(self.rungs, spent)):
             values[f'rung{k}_model'] = r.card.name
             values[f'rung{k}_seconds'] = f'{secs:.1f}'
             values[f'rung{k}_reference_ms'] = f'{self.ladder.reference[k]:.1f}'
-        for reason, n in sorted(self.rejects.items()):
-            values[f'rejected_{reason}'] = n
-        for stage, win in self.lat.items():
-            pct = win.percentiles()
-            for q, v in (pct or {}).items():
-                values[f'latency_{stage}_{q}_ms'] = f'{v:.2f}'
-        last = self.rate_in.last
-        expected = self.params['expected_fps']
-        if last is None:
-            st.level, st.message = DiagnosticStatus.STALE, 'no frame received yet'
-        elif now - last > self.params['stale_timeout']:
-            st.level, st.message = DiagnosticStatus.ERROR, f'no frame for {now - last:.1f} s'
-        elif expected > 0 and out_rate < expected:
-            st.level = DiagnosticStatus.WARN
-            st.message = f'output rate {out_rate:.1f} Hz below expected {expected:.1f} Hz'
-        elif self.rejects and self.counters['published'] == 0:
-            st.level, st.message = DiagnosticStatus.WARN, 'all frames rejected so far'
-        else:
-            st.level, st.message = DiagnosticStatus.OK, f'{out_rate:.1f} Hz'
+        return values
+
+    def diagnostic_statuses(self) -> list[DiagnosticStatus]:
+        """Return the node's status, then one per named camera.
+
+        One camera without a name: one status with everything (its level is the camera's).
+        Named cameras: the node's status takes the worst camera's level and names the cameras
+        not OK; each camera has its own status with its rates, drops and latencies. A managed
+        node that is not active reports its lifecycle state, level OK.
+        """
+        now = time.monotonic()
+        st = DiagnosticStatus(name=STATUS_NAME)
+        values = {'cpu_cores_used': f'{self.cpu.cores():.2f}', **self._model_values()}
+        state = self.lifecycle_state()
+        if state is not None:
+            values['lifecycle_state'] = state
+        if self.rungs:
+            st.hardware_id = f'{self.backend_name}:{self.card.name}'
+        statuses = [st]
+        p = self.params
+        levels = [(c, *c.level(now, p['stale_timeout'], p['expected_fps'])) for c in self.cameras]
+        if len(self.cameras) == 1 and not self.cameras[0].name:
+            values.update(self.cameras[0].values(now))
+            st.level, st.message = levels[0][1:]
+        elif levels:
+            for cam, level, message in levels:
+                cs = DiagnosticStatus(name=f'{STATUS_NAME}: camera {cam.name}', level=level,
+                                      message=message, hardware_id=st.hardware_id)
+                cs.values = [KeyValue(key=k, value=str(v)) for k, v in cam.values(now).items()]
+                statuses.append(cs)
+            st.level = max(level for _, level, _ in levels)
+            bad = [f'{c.name}: {m}' for c, level, m in levels if level != DiagnosticStatus.OK]
+            st.message = '; '.join(bad) or f'{len(self.cameras)} cameras OK'
+        if state is not None and state != 'active':
+            st.level, st.message = DiagnosticStatus.OK, f'lifecycle state {state}'
+            statuses = [st]
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        return st
+        return statuses
 
     def publish_diagnostics(self) -> None:
         """Publish one DiagnosticArray on /diagnostics."""
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [self.diagnostic_status()]
+        arr.status = self.diagnostic_statuses()
         self.pub_diag.publish(arr)
 
     def stop(self) -> None:
         """Stop the worker thread."""
-        self._worker.stop()
+        if self._worker is not None:
+            self._worker.stop()
+
+
+class SegmentationNode(SegmentationCore, Node):
+    """Camera(s) in, masks out, from start to shutdown; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('vit_seg_node', **kwargs)
+        self._declare_parameters()
+        try:
+            self._load_models()
+        except UserError as exc:
+            raise StartupError(f'cannot load model: {exc}') from None
+        self._open_cameras(self.create_publisher)
+        self._start_input()
+        self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
+        self.get_logger().info(f'ready: {self._ready_line()}')
 
 
 def main(args: Optional[list[str]] = None) -> int:

@@ -15,6 +15,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from vit_seg_node.backends.base import registry, suffixes
 from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS
 from vit_seg_node.core.ladder import LADDER_SUFFIX
+from vit_seg_node.ros.cameras import check_camera_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,9 @@ PARAMETERS: dict[str, Param] = {
                                 'inference (never between frames): fastest on an idle CPU; '
                                 'false lets them sleep, faster beside busy processes',
                           read_only=True),
+    'cameras': Param([], 'names of the cameras one model serves (each: NAME/image in, '
+                         '~/NAME/class_mask etc. out); empty: one camera, image in',
+                     read_only=True),
     'input_transport': Param('raw', 'raw: subscribe image; compressed: image/compressed',
                              read_only=True, choices=('raw', 'compressed')),
     'output_resolution': Param('input', 'input: masks at the camera resolution; network: at '
@@ -80,10 +84,13 @@ def parameter_table() -> str:
             fmt = (lambda v: str(int(v))) if isinstance(p.default, int) else \
                 (lambda v: f'{v:g}')
             allowed = f'{fmt(p.low)} .. {fmt(p.high)}'
+        elif isinstance(p.default, list):
+            allowed = 'list of names'
         else:
             allowed = 'true \\| false' if isinstance(p.default, bool) else 'path'
         default = repr(p.default) if p.default == '' else str(p.default).lower() \
-            if isinstance(p.default, bool) else str(p.default)
+            if isinstance(p.default, bool) else str(p.default) \
+            if isinstance(p.default, list) else str(p.default)
         rows.append(f'| `{name}` | `{default}` | {allowed} | {"yes" if p.read_only else ""} | '
                     f'{p.description} |')
     return '\n'.join(rows) + '\n'
@@ -114,6 +121,8 @@ def validate_parameter(name: str, value: Any) -> Optional[str]:
         return f'{name} must be one of {list(p.choices)}, got {value!r}'
     if p.low is not None and not p.low <= value <= p.high:
         return f'{name} must be in [{p.low:g}, {p.high:g}], got {value}'
+    if name == 'cameras':
+        return check_camera_names(value)
     if name == 'backend' and value != 'auto' and value not in registry():
         return f'backend {value!r} is not installed here (installed: {sorted(registry())})'
     if name == 'model_ladder' and value and value != 'shipped' and \
