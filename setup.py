@@ -39,6 +39,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vit_seg_node = vit_seg_node.ros.node:main',
+            'vit_seg_lifecycle_node = vit_seg_node.ros.lifecycle:main',
             'vit-seg = vit_seg_node.cli:main',
         ],
         'vit_seg.commands': [
