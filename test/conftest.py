@@ -68,6 +68,27 @@ def tiny_neighbor():
     return model, card
 
 
+@pytest.fixture(scope='session')
+def tiny_hybrid_neighbor():
+    """Return a tiny hybrid (conv stages, skip decoder) with neighbour merge, and its card."""
+    import torch
+
+    from vit_seg_train.config import card_from_config, DEFAULTS, _merge
+    from vit_seg_train.models import create_model
+    from vit_seg_train.reduction.wiring import attach_reduction
+
+    torch.manual_seed(0)
+    spec = {'name': 'segvit_hybrid_test', 'img_size': [64, 96], 'stem': 'hybrid',
+            'decoder': 'skip'}
+    model = create_model(spec['name'], num_classes=11, img_size=(64, 96), stem='hybrid',
+                         decoder='skip').eval()
+    attach_reduction(model, {'policy': 'neighbor', 'window_first': 0.5, 'ratio': 0.3,
+                             'locations': [0, 1]}, (64, 96))
+    card = card_from_config(_merge(DEFAULTS, {'model': spec}), 'hybrid_nb')
+    card.reduction = model.reduction_card
+    return model, card
+
+
 def ros_domain(offset: int) -> int:
     """Return a ROS_DOMAIN_ID for one test module, away from 0 and from other runs."""
     return 30 + (os.getpid() + offset) % 70

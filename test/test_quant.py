@@ -2,6 +2,7 @@
 
 import numpy as np
 import onnx
+import pytest
 
 from vit_seg_optimize.export import frames_to_batches
 from vit_seg_optimize.plan import allocate, node_groups, plan_fp32_nodes
@@ -281,12 +282,13 @@ def test_ort_profile_attributes_kernel_time(tiny_model):
     assert scope_of('/model/patch_embed/proj/Conv') == 'stem'
 
 
-def test_tensorrt_qdq_fp16_form_follows_tensorrt_rules(tiny_neighbor, camvid_mini, tmp_path):
+@pytest.mark.parametrize('family', ['tiny_neighbor', 'tiny_hybrid_neighbor'])
+def test_tensorrt_qdq_fp16_form_follows_tensorrt_rules(family, camvid_mini, tmp_path, request):
     """The rules a strongly typed TensorRT build needs to run the Linear layers in INT8."""
     from vit_seg_optimize.export import export_onnx
     from vit_seg_optimize.float16 import to_float16
 
-    model, card = tiny_neighbor
+    model, card = request.getfixturevalue(family)
     ds = SegmentationDataset(camvid_mini, 'train', cache=False)
     frames = [ds.load(i)[0] for i in range(3)]
     calib = frames_to_batches(frames, card)

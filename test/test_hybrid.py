@@ -1,0 +1,117 @@
+"""The hybrid family: conv stages, ViT blocks on stride-16 tokens, the stride-8 skip decoder."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from vit_seg_node.backends.base import create_backend
+from vit_seg_node.core.datasets import SegmentationDataset
+from vit_seg_optimize.export import export_onnx, frames_to_batches, graph_problems
+from vit_seg_optimize.plan import node_groups
+from vit_seg_optimize.quant import quantize_mixed
+from vit_seg_train.config import _merge, card_from_config, DEFAULTS
+from vit_seg_train.models import create_model, list_models
+from vit_seg_train.reduction.wiring import attach_reduction
+
+IMG = (64, 96)
+NEIGHBOR = {'policy': 'neighbor', 'window_first': 0.5, 'ratio': 0.3, 'locations': [0, 1]}
+
+
+def hybrid(**kw):
+    torch.manual_seed(0)
+    return create_model('segvit_hybrid_test', num_classes=11, img_size=IMG, stem='hybrid',
+                        decoder='skip', **kw).eval()
+
+
+def card_for(model, name):
+    cfg = _merge(DEFAULTS, {'model': {'name': 'segvit_hybrid_test', 'img_size': list(IMG),
+                                      'stem': 'hybrid', 'decoder': 'skip'}})
+    card = card_from_config(cfg, name)
+    card.reduction = model.reduction_card
+    return card
+
+
+@pytest.fixture(scope='module')
+def frames(camvid_mini):
+    ds = SegmentationDataset(camvid_mini, 'val', cache=False)
+    return [ds.load(i)[0] for i in range(2)]
+
+
+def test_registered_with_a_tiny_test_variant():
+    assert {'segvit_hybrid_tiny', 'segvit_hybrid_test'} <= set(list_models())
+    model = hybrid()
+    y = model(torch.randn(2, 3, *IMG))
+    assert y.shape == (2, 11, *IMG)
+    # the decoder classifies on the stride-8 grid: the skip reaches it
+    assert model.encoder.patch_embed.proj.skip.shape[-2:] == (IMG[0] // 8, IMG[1] // 8)
+    with pytest.raises(KeyError, match='own stem'):
+        create_model('segvit_hybrid_test', num_classes=11, img_size=IMG, stem='conv')
+
+
+def test_the_skip_changes_the_output_and_can_be_left_out():
+    x = torch.randn(1, 3, *IMG)
+    with torch.no_grad():
+        a = hybrid()(x)
+        model = hybrid()
+        model.encoder.patch_embed.proj.stages[2][0].body[-1][1].bias.data += 1.0
+        b = model(x)
+        c = hybrid(decoder_args={'d_model': 16, 'skip_dim': 0, 'depth': 1})(x)
+    assert not torch.allclose(a, b) and c.shape == a.shape
+
+
+def test_zero_budget_and_reduced_decoding_equal_the_dense_model():
+    x = torch.randn(2, 3, *IMG)
+    model = hybrid()
+    with torch.no_grad():
+        ref = model(x)
+        attach_reduction(model, {'policy': 'neighbor', 'ratio': 0.0, 'locations': [1]}, IMG)
+        assert torch.equal(model(x), ref)
+        attach_reduction(model, NEIGHBOR, IMG)
+        tokens, assign = model.forward_tokens(x)
+        assert assign is not None and tokens.shape[1] < 24
+        got = model.forward_head(tokens, (4, 6), assign)
+        dense = model.forward_features(x)
+        want = model.forward_head(dense, (4, 6))
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+@pytest.mark.parametrize('reduction', [None, NEIGHBOR], ids=['dense', 'neighbor'])
+def test_exports_static_and_matches_pytorch(reduction, frames, tmp_path):
+    model = hybrid()
+    attach_reduction(model, reduction, IMG)
+    card = card_for(model, 'hybrid')
+    path = tmp_path / 'h.onnx'
+    rep = export_onnx(model, card, path, frames)
+    assert rep['max_relative_error'] < 1e-4
+    assert graph_problems(path) == []
+    groups = node_groups(path)
+    assert [g for g in groups if g.startswith('encoder.blocks.')] == \
+        ['encoder.blocks.00', 'encoder.blocks.01']
+    assert len(groups['stem']) > 10            # the conv stages (BatchNorm folded)
+    # the mixed INT8 form (Linear layers of the blocks in INT8, convolutions float) runs close
+    q = quantize_mixed(path, tmp_path / 'q.onnx', {'default': 'int8'})
+    x = frames_to_batches(frames[:1], card)[0]
+    ref = create_backend(path, card, threads=1).infer(x)
+    got = create_backend(q, card, threads=1).infer(x)
+    assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.9
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert ops & {'MatMulInteger', 'DynamicQuantizeLinear'}
+
+
+def test_trains_on_crops_smaller_than_its_input(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from vit_seg_train.train import train
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = yaml.safe_load((root / 'training' / 'configs' / 'test_tiny.yaml').read_text())
+    cfg['model'] = {'name': 'segvit_hybrid_test', 'img_size': [64, 96], 'stem': 'hybrid',
+                    'decoder': 'skip'}
+    cfg['data'].update(root=str(root / 'test' / 'data' / 'camvid_mini'), crop=[32, 64])
+    cfg['output_dir'] = str(tmp_path / 'run')
+    cfg['train'].update(max_steps=4)
+    (tmp_path / 'c.yaml').write_text(yaml.safe_dump(cfg))
+    assert train(str(tmp_path / 'c.yaml'))['steps'] == 4
