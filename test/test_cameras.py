@@ -98,11 +98,11 @@ def test_two_cameras_on_one_model_keep_their_headers_sizes_and_camera_info(
             assert info.header.frame_id == f'{n}_optical'
         time.sleep(1.5)
         st = statuses(diag)
-        node_status = st['vit_seg_node: segmentation']
+        node_status = st['/vit_seg_node: segmentation']
         v = values(node_status)
         assert v['ladder_rungs'] == '1' and v['model'] == str(tiny_model)   # one model
         for n in CAMS:
-            cv = values(st[f'vit_seg_node: segmentation: camera {n}'])
+            cv = values(st[f'/vit_seg_node: segmentation: camera {n}'])
             assert int(cv['frames_published']) >= 3, cv
             assert 'latency_receive_to_publish_p50_ms' in cv and 'frames_dropped' in cv
         # one worker thread and one ONNX Runtime session for both cameras
@@ -122,11 +122,11 @@ def test_a_camera_that_stops_goes_error_while_the_other_is_served(tiny_model, fr
             time.sleep(0.1)
         time.sleep(1.2)
         st = statuses(diag)
-        rear = st['vit_seg_node: segmentation: camera rear']
-        front = st['vit_seg_node: segmentation: camera front']
+        rear = st['/vit_seg_node: segmentation: camera rear']
+        front = st['/vit_seg_node: segmentation: camera front']
         assert rear.level == DiagnosticStatus.ERROR and 'no frame for' in rear.message
         assert front.level == DiagnosticStatus.OK, front.message
-        top = st['vit_seg_node: segmentation']
+        top = st['/vit_seg_node: segmentation']
         assert top.level == DiagnosticStatus.ERROR and 'rear' in top.message
         assert len(masks['front']) >= 30
 

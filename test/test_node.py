@@ -52,7 +52,7 @@ def publish_one(pub, msg, received, timeout=30.0):
 
 
 def diagnostics_values(diag):
-    msgs = [m for _, m in diag if m.status and m.status[0].name.startswith('vit_seg_node')]
+    msgs = [m for _, m in diag if m.status and m.status[0].name == '/vit_seg_node: segmentation']
     st = msgs[-1].status[0]
     return st, {kv.key: kv.value for kv in st.values}
 
@@ -239,26 +239,6 @@ def test_startup_failures_exit_nonzero(tmp_path):
         assert r.returncode != 0, params
         out = r.stdout + r.stderr
         assert 'FATAL' in out and 'Traceback' not in out, out
-
-
-def test_best_effort_masks_and_overlays_all_arrive_with_the_shipped_dds_profile(tiny_model):
-    """480x360 rgb8 overlays exceed Fast DDS's default 512 kB shared-memory segment."""
-    import json
-    import os
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    profile = str(root / 'config' / 'fastdds_large_frames.xml')
-    env = {**os.environ, 'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
-           'FASTDDS_DEFAULT_PROFILES_FILE': profile}
-    r = subprocess.run([sys.executable, str(root / 'test' / 'dds_delivery.py'), str(DOMAIN),
-                        str(tiny_model), '5', '30'], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got['published'] == 30 and got['dropped'] == 0, got
-    assert got['masks'] == 30 and got['overlays'] == 30, got
 
 
 def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):

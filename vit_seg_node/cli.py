@@ -96,13 +96,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def cmd_models(a: argparse.Namespace) -> int:
     """List the shipped models with what their cards say, or print one's path."""
     from vit_seg_node.core.card import load_card
-    from vit_seg_node.pipeline import shipped_models
+    from vit_seg_node.pipeline import shipped_models, shipped_name
 
     models = shipped_models()
     if a.path:
-        if a.path not in models:
+        name = shipped_name(a.path)
+        if name is None:
             raise UserError(f'no shipped model {a.path!r}; shipped: {sorted(models)}')
-        print(models[a.path])
+        print(models[name])
         return 0
     for name, path in models.items():
         card = load_card(path)

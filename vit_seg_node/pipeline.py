@@ -25,6 +25,29 @@ def shipped_models() -> dict[str, Path]:
     return {m.stem: m for m in sorted((DATA_DIR / 'models').glob('*.onnx'))}
 
 
+def shipped_name(name: str) -> str | None:
+    """Return the shipped model ``name`` means (``fast`` or ``fast.onnx``: 'fast'), else None."""
+    stem = name[:-len('.onnx')] if name.endswith('.onnx') else name
+    return stem if stem in shipped_models() else None
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """Return the model file that ``model`` names, wherever a model is taken.
+
+    Empty: the shipped default. A file that exists: itself. Otherwise a shipped model's name,
+    with or without ``.onnx`` (``fast``, ``fast.onnx``); anything else is returned as a path
+    (which the caller reports as missing).
+    """
+    if not model:
+        return default_model_path()
+    path = Path(model)
+    name = str(model)
+    if path.is_file() or '/' in name or os.sep in name:
+        return path
+    stem = shipped_name(name)
+    return shipped_models()[stem] if stem else path
+
+
 def default_model_path() -> Path:
     """Return the shipped default model (what the node and ``vit-seg eval`` use by default)."""
     return DEFAULT_MODEL
@@ -70,9 +93,10 @@ class SegmentationPipeline:
 
     def __init__(self, model_path: str | os.PathLike | None = None, backend: str = 'auto',
                  **backend_options) -> None:
-        path = Path(model_path) if model_path else default_model_path()
+        path = resolve_model(model_path)
         if not path.is_file():
-            raise UserError(f'model file not found: {path}')
+            raise UserError(f'model file not found: {path} (shipped models, by name: '
+                            f'{", ".join(shipped_models())})')
         self.model_path = path
         self.card: ModelCard = load_model_card(path, backend)
         self.options = tuned_options(self.card, backend_options)

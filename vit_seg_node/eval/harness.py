@@ -25,7 +25,6 @@ from vit_seg_node.core.cpuload import CpuLoad  # noqa: F401  (part of the harnes
 from vit_seg_node.core.errors import UserError
 
 NODE_NAME = 'vit_seg_node'
-STATUS_PREFIX = 'vit_seg_node'
 
 
 def reliable(depth: int = 10) -> QoSProfile:
@@ -75,9 +74,11 @@ def node_command(module: str = 'vit_seg_node.ros.node') -> list[str]:
 class Probe:
     """A client node in its own context on ``domain``, spun on a background thread."""
 
-    def __init__(self, domain: int, name: str = 'vit_seg_probe', executor: str = 'single') -> None:
+    def __init__(self, domain: int, name: str = 'vit_seg_probe', executor: str = 'single',
+                 node_fqn: str = '/' + NODE_NAME) -> None:
         from vit_seg_node.ros.spin import make_executor
 
+        self.node_fqn = node_fqn    # whose diagnostics to keep: status '<fqn>: <task>'
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain)
         self.node = rclpy.create_node(name, context=self.context)
@@ -101,7 +102,7 @@ class Probe:
 
     def _on_diag(self, msg) -> None:
         for st in msg.status:
-            if st.name.startswith(STATUS_PREFIX):
+            if st.name.split(': ', 1)[0] == self.node_fqn:
                 self.diagnostics.append({kv.key: kv.value for kv in st.values})
                 self.diagnostics_at.append(time.monotonic())
 

@@ -288,10 +288,9 @@ class _Session:
 
 
 def _card_for(model: Optional[str]) -> ModelCard:
-    from vit_seg_node.pipeline import default_model_path, load_model_card
+    from vit_seg_node.pipeline import load_model_card, resolve_model
 
-    path = Path(model) if model else default_model_path()
-    return load_model_card(path)
+    return load_model_card(resolve_model(model))
 
 
 def load_phases(session: '_Session', probe, cpu_load: tuple[int, float, float]) -> dict:

@@ -34,6 +34,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.ros.node import SegmentationCore
+from vit_seg_node.ros.params import usage_text
 from vit_seg_node.ros.spin import run_node
 
 OK = TransitionCallbackReturn.SUCCESS
@@ -139,7 +140,8 @@ class LifecycleSegmentationNode(SegmentationCore, LifecycleNode):
 
 def main(args: Optional[list[str]] = None) -> int:
     """Run the managed node until shutdown; exit code 1 with one fatal line if it cannot start."""
-    return run_node(LifecycleSegmentationNode, args)
+    return run_node(LifecycleSegmentationNode, args,
+                    usage_text().replace('vit_seg_node [', 'vit_seg_lifecycle_node [', 1))
 
 
 if __name__ == '__main__':

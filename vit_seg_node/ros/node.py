@@ -39,17 +39,19 @@ from vit_seg_node.core.ladder import LadderController, load_ladder
 from vit_seg_node.core.processing import colorize, overlay
 from vit_seg_node.core.stats import CpuMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
+from vit_seg_node.ros.arrival import ArrivalWatch, silent_level
 from vit_seg_node.ros.cameras import Camera, remapped_single_inputs
 from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, from_serialized, \
     image_to_rgb, mask_message, ros_header
-from vit_seg_node.ros.params import descriptor, PARAMETERS, validate_parameter
+from vit_seg_node.ros.params import descriptor, PARAMETERS, usage_text, validate_parameter
 from vit_seg_node.ros.spin import run_node, StartupError
+from vit_seg_node.ros.transport import camera_hint, profile_in_use
 
 
 # end-to-end latency (header stamp to publish) is reported only for stamps this close to the
 # node's clock: a bag recorded long ago, or a camera on its own clock, has no meaningful one
 PLAUSIBLE_STAMP_AGE_S = 60.0
-STATUS_NAME = 'vit_seg_node: segmentation'
+STATUS_TASK = 'segmentation'     # status name: '<fully qualified node name>: segmentation'
 
 
 def check_rungs(rungs: list) -> None:
@@ -142,6 +144,7 @@ class SegmentationCore:
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._ladder_lock = threading.Lock()   # worker, diagnostics timer, parameter service
         self.cpu = CpuMeter()
+        self._arrivals: dict[str, ArrivalWatch] = {}   # per camera name
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
     def _load_models(self) -> None:
@@ -388,23 +391,30 @@ class SegmentationCore:
         node that is not active reports its lifecycle state, level OK.
         """
         now = time.monotonic()
-        st = DiagnosticStatus(name=STATUS_NAME)
-        values = {'cpu_cores_used': f'{self.cpu.cores():.2f}', **self._model_values()}
+        fqn = self.get_fully_qualified_name()
+        st = DiagnosticStatus(name=f'{fqn}: {STATUS_TASK}', hardware_id=fqn)
+        values = {'cpu_cores_used': f'{self.cpu.cores():.2f}', **self._model_values(),
+                  'dds_profile': str(profile_in_use() or 'none'),
+                  'publishers_matched': sum(self._arrival(c).publishers for c in self.cameras)}
         state = self.lifecycle_state()
         if state is not None:
             values['lifecycle_state'] = state
         if self.rungs:
-            st.hardware_id = f'{self.backend_name}:{self.card.name}'
+            st.hardware_id = f'{fqn}:{self.backend_name}:{self.card.name}'
         statuses = [st]
         p = self.params
-        levels = [(c, *c.level(now, p['stale_timeout'], p['expected_fps'])) for c in self.cameras]
+        levels = [(c, *(silent_level(self._arrival(c), c.sub_image, camera_hint(profile_in_use()),
+                                     now) or c.level(now, p['stale_timeout'], p['expected_fps'])))
+                  for c in self.cameras]
         if len(self.cameras) == 1 and not self.cameras[0].name:
             values.update(self.cameras[0].values(now))
             st.level, st.message = levels[0][1:]
         elif levels:
             for cam, level, message in levels:
-                cs = DiagnosticStatus(name=f'{STATUS_NAME}: camera {cam.name}', level=level,
-                                      message=message, hardware_id=st.hardware_id)
+                cs = DiagnosticStatus(name=f'{st.name}: camera {cam.name}', level=level,
+                                      message=message,
+                                      hardware_id=st.hardware_id.replace(
+                                          fqn, f'{fqn}/{cam.name}', 1))
                 cs.values = [KeyValue(key=k, value=str(v)) for k, v in cam.values(now).items()]
                 statuses.append(cs)
             st.level = max(level for _, level, _ in levels)
@@ -416,8 +426,27 @@ class SegmentationCore:
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return statuses
 
+    def _arrival(self, cam: Camera) -> ArrivalWatch:
+        """Return the camera's watch for frames that never arrive."""
+        return self._arrivals.setdefault(cam.name, ArrivalWatch())
+
+    def _watch_arrivals(self) -> None:
+        """Say once per camera, with the fix, when a matched publisher's frames never arrive."""
+        now = time.monotonic()
+        for cam in self.cameras:
+            watch, sub = self._arrival(cam), cam.sub_image
+            count = 0 if sub is None else sub.get_publisher_count() \
+                if hasattr(sub, 'get_publisher_count') else self.count_publishers(sub.topic_name)
+            watch.update(count, cam.counters['received'], now)      # Humble: count_publishers
+            if watch.first_report(now):
+                self.get_logger().warn(
+                    f'{count} publisher(s) matched on {sub.topic_name} for '
+                    f'{watch.after_s:.0f} s and no frame arrived: '
+                    f'{camera_hint(profile_in_use())}')
+
     def publish_diagnostics(self) -> None:
         """Publish one DiagnosticArray on /diagnostics."""
+        self._watch_arrivals()
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = self.diagnostic_statuses()
@@ -447,7 +476,7 @@ class SegmentationNode(SegmentationCore, Node):
 
 def main(args: Optional[list[str]] = None) -> int:
     """Run the node until shutdown; exit code 1 with one fatal line if it cannot start."""
-    return run_node(SegmentationNode, args)
+    return run_node(SegmentationNode, args, usage_text())
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from vit_seg_node.backends.base import registry, suffixes
 from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS
 from vit_seg_node.core.ladder import LADDER_SUFFIX
+from vit_seg_node.pipeline import shipped_models, shipped_name
 from vit_seg_node.ros.cameras import check_camera_names
 
 
@@ -31,8 +32,9 @@ class Param:
 
 
 PARAMETERS: dict[str, Param] = {
-    'model_path': Param('', 'ONNX model or TensorRT engine with its .card.yaml beside it; '
-                            'empty: the shipped default model', read_only=True),
+    'model_path': Param('', 'ONNX model or TensorRT engine with its .card.yaml beside it, or a '
+                            'shipped model by name (fast, mid, default); empty: the shipped '
+                            'default model', read_only=True),
     'backend': Param('auto', 'which backend runs the model (auto: by the file suffix)',
                      read_only=True, choices=('auto', 'onnxruntime', 'tensorrt', 'torch')),
     'threads': Param(0, 'CPU threads for the backend (0: a tuned card\'s setting, else the '
@@ -128,6 +130,25 @@ def validate_parameter(name: str, value: Any) -> Optional[str]:
     if name == 'model_ladder' and value and value != 'shipped' and \
             not str(value).endswith(LADDER_SUFFIX):
         return f'model_ladder must be shipped or a *{LADDER_SUFFIX} file, got {value!r}'
-    if name == 'model_path' and value and Path(value).suffix.lower() not in suffixes():
-        return f'model_path {value!r} has an unknown suffix (known: {sorted(suffixes())})'
+    if name == 'model_path' and value and Path(value).suffix.lower() not in suffixes() \
+            and shipped_name(value) is None:
+        return (f'model_path {value!r} is neither a shipped model ({", ".join(shipped_models())})'
+                f' nor a file of a known suffix ({", ".join(sorted(suffixes()))})')
     return None
+
+
+def usage_text() -> str:
+    """Return ``vit_seg_node --help``: how to start it, its topics and parameters."""
+    lines = ['usage: vit_seg_node [--ros-args [-r image:=TOPIC] [-p NAME:=VALUE]... '
+             '[--params-file FILE]]', '',
+             'Camera images in (image or image/compressed, camera_info), class masks out '
+             '(~/class_mask mono8; ~/color_mask, ~/overlay rgb8 while subscribed; '
+             '~/camera_info), /diagnostics at 1 Hz.',
+             'Example: vit_seg_node --ros-args -r image:=/camera/image_raw -p model_path:=fast',
+             '', 'parameters (restart: read-only once started):']
+    for name, p in PARAMETERS.items():
+        default = repr(p.default) if isinstance(p.default, str) else str(p.default).lower() \
+            if isinstance(p.default, bool) else str(p.default)
+        lines.append(f'  {name} (default {default}{", restart" if p.read_only else ""}): '
+                     f'{p.description}')
+    return '\n'.join(lines)

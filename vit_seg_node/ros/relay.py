@@ -64,7 +64,8 @@ class RelayNode(Node):
     def _diagnostics(self) -> None:
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [DiagnosticStatus(name=f'{NODE_NAME}: relay', message='relay')]
+        arr.status = [DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: relay',
+                                       message='relay')]
         self.pub_diag.publish(arr)
 
     def stop(self) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Optional
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+
+from vit_seg_node.ros.transport import use_own_profile
 
 
 class StartupError(Exception):
@@ -41,12 +44,24 @@ def spin(node: Node) -> None:
         executor.shutdown()
 
 
-def run_node(factory: Callable[[], Any], args: Optional[list[str]] = None) -> int:
+def wants_help(argv: list[str]) -> bool:
+    """Return whether ``-h``/``--help`` comes before any ``--ros-args``."""
+    own = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
+    return '-h' in own or '--help' in own
+
+
+def run_node(factory: Callable[[], Any], args: Optional[list[str]] = None,
+             usage: str = '') -> int:
     """Spin ``factory()``'s node until shutdown, then stop and destroy it.
 
-    Exit code 1 with one fatal line if it cannot start (``StartupError``). Shared by the node
-    and the relay.
+    ``--help`` prints ``usage`` and returns 0 without starting anything. Fast DDS gets the
+    node's own profile unless the user configured it (``ros.transport``). Exit code 1 with one
+    fatal line if it cannot start (``StartupError``). Shared by the node and the relay.
     """
+    if usage and wants_help(sys.argv if args is None else args):
+        print(usage)
+        return 0
+    use_own_profile()
     rclpy.init(args=args)
     node = None
     code = 0
