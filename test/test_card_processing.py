@@ -27,11 +27,11 @@ def test_card_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize('mutate, message', [
-    (lambda d: d.pop('input'), 'malformed'),
+    (lambda d: d.pop('input'), 'input: missing'),
     (lambda d: d.update(format='other/1'), 'format'),
-    (lambda d: d.update(classes=[]), 'no classes'),
-    (lambda d: d['input'].update(height=0), 'positive'),
-    (lambda d: d.update(palette=[[1, 2, 3]]), 'palette'),
+    (lambda d: d.update(classes=[]), r'classes: must have 1\.\.255 items'),
+    (lambda d: d['input'].update(height=0), r'input.height: must be an integer in 1\.\.4096'),
+    (lambda d: d.update(palette=[[1, 2, 3]]), 'palette: must have one colour per class'),
 ])
 def test_invalid_card_is_refused(tmp_path, mutate, message):
     doc = make_card().to_dict()

@@ -16,6 +16,8 @@ import shlex
 import sys
 from typing import Optional
 
+from vit_seg_node.core.argtypes import COUNT, DOMAIN_ID, float_in, int_in, RATE, SECONDS, \
+    THREADS
 from vit_seg_node.core.card import save_card
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.io import write_json
@@ -35,8 +37,6 @@ def cmd_infer(a: argparse.Namespace) -> int:
                                        write_image)
     from vit_seg_node.core.processing import colorize, overlay
 
-    if not 0.0 <= a.alpha <= 1.0:   # also refuses nan
-        raise UserError(f'--alpha must be in [0, 1], got {a.alpha}')
     for path in (a.out, a.overlay, a.labels):   # every output checked before any is written
         if path:
             check_image_path(path)
@@ -65,8 +65,6 @@ def cmd_eval(a: argparse.Namespace) -> int:
                         'with --model and without --limit')
     if a.fake_quant and not a.checkpoint:
         raise UserError('--fake-quant needs --checkpoint')
-    if a.limit is not None and a.limit < 1:
-        raise UserError(f'--limit must be at least 1, got {a.limit}')
     dataset = SegmentationDataset(a.data, a.split, None, cache=False)
     options = {'threads': a.threads}
     if a.checkpoint:   # INT8 fake quantization, calibrated on frames of the fit split
@@ -224,7 +222,7 @@ def cmd_bench_node(a: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``vit-seg`` argument parser."""
-    ap = argparse.ArgumentParser(prog='vit-seg', description='Frugal ViT semantic segmentation.')
+    ap = Parser(prog='vit-seg', description='Frugal ViT semantic segmentation.')
     sub = ap.add_subparsers(dest='command', required=True)
     _add_model_commands(sub)
     _add_bag_commands(sub)
@@ -240,9 +238,9 @@ def _add_model_commands(sub) -> None:
     p.add_argument('--out', required=True, help='colour mask PNG (same size as the image)')
     p.add_argument('--overlay', help='also write the mask blended over the image')
     p.add_argument('--labels', help='also write the class-id map (mono PNG)')
-    p.add_argument('--alpha', type=float, default=0.5)
+    p.add_argument('--alpha', type=float_in(0.0, 1.0), default=0.5)
     p.add_argument('--backend', default='auto')
-    p.add_argument('--threads', type=int, default=0)
+    p.add_argument('--threads', type=THREADS, default=0)
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser('eval', help='mIoU of a checkpoint or exported model on a split')
@@ -255,9 +253,9 @@ def _add_model_commands(sub) -> None:
                    help='split: a folder, heldout | fit | all, or train:SEQ[,SEQ] / train:!SEQ')
     p.add_argument('--json', help='write the report here')
     p.add_argument('--backend', default='auto')
-    p.add_argument('--threads', type=int, default=0)
-    p.add_argument('--limit', type=int, default=None, help='score only the first N frames')
-    p.add_argument('--fake-quant', type=int, default=0, metavar='N',
+    p.add_argument('--threads', type=THREADS, default=0)
+    p.add_argument('--limit', type=COUNT, default=None, help='score only the first N frames')
+    p.add_argument('--fake-quant', type=int_in(0, 10000), default=0, metavar='N',
                    help='with --checkpoint: score under INT8 fake quantization calibrated on N '
                         'frames of the fit split')
     p.add_argument('--record', action='store_true',
@@ -283,16 +281,16 @@ def _add_bag_commands(sub) -> None:
     p.add_argument('--labels', help='label maps with the same file names (ground truth)')
     p.add_argument('--out', required=True, help='bag directory to create')
     p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
-    p.add_argument('--rate', type=float, default=1.0, help='frames per second of the stamps')
+    p.add_argument('--rate', type=RATE, default=1.0, help='frames per second of the stamps')
     p.add_argument('--compressed', action='store_true', help='JPEG CompressedImage frames')
-    p.add_argument('--limit', type=int, default=None)
+    p.add_argument('--limit', type=COUNT, default=None)
     p.add_argument('--overwrite', action='store_true')
     p.set_defaults(func=cmd_make_bag)
 
     def replay_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
-        p.add_argument('--limit', type=int, default=None, help='play only the first N frames')
-        p.add_argument('--threads', type=int, default=0, help='backend threads of the node')
+        p.add_argument('--rate', type=RATE, default=1.0, help='playback speed factor')
+        p.add_argument('--limit', type=COUNT, default=None, help='play only the first N frames')
+        p.add_argument('--threads', type=THREADS, default=0, help='backend threads of the node')
 
     p = sub.add_parser('replay', help='play a bag through the node and score it')
     p.add_argument('--bag', required=True)
@@ -303,11 +301,13 @@ def _add_bag_commands(sub) -> None:
     p.add_argument('--gt-topic', default='/camera/semantic_gt')
     p.add_argument('--qos', default='reliable', choices=['reliable', 'sensor_data'])
     p.add_argument('--backend', default='auto')
-    p.add_argument('--domain-id', type=int, default=None, help='default: $ROS_DOMAIN_ID or 0')
+    p.add_argument('--domain-id', type=DOMAIN_ID, default=None,
+                   help='default: $ROS_DOMAIN_ID or 0')
     p.add_argument('--json', required=True)
-    p.add_argument('--budget-ms', type=float, help='latency_budget_ms of the node it starts')
+    p.add_argument('--budget-ms', type=float_in(0.0, 10000.0),
+                   help='latency_budget_ms of the node it starts')
     p.add_argument('--ladder', help="model_ladder of the node it starts ('shipped' or a file)")
-    p.add_argument('--cpu-load', type=int, default=0, metavar='N',
+    p.add_argument('--cpu-load', type=int_in(0, 64), default=0, metavar='N',
                    help='N busy processes during --load-window (a robot\'s other work)')
     p.add_argument('--load-window', default='5:20', metavar='START:STOP',
                    help='seconds after the first frame during which the load runs')
@@ -318,11 +318,11 @@ def _add_bag_commands(sub) -> None:
     p.add_argument('--model', help='default: the shipped model')
     p.add_argument('--frames', required=True, help='dataset root with 480x360 frames')
     p.add_argument('--split', default='val')
-    p.add_argument('--runs', type=int, default=40)
-    p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--domain-id', type=int, default=58)
+    p.add_argument('--runs', type=COUNT, default=40)
+    p.add_argument('--threads', type=THREADS, default=2)
+    p.add_argument('--domain-id', type=DOMAIN_ID, default=58)
     p.add_argument('--json', help='write the report here')
-    p.add_argument('--gap', type=float, default=0.05,
+    p.add_argument('--gap', type=SECONDS, default=0.05,
                    help='seconds between frames, on both sides (a camera period)')
     p.add_argument('--executor', default='single', choices=['single', 'events'],
                    help='rclpy executor of the node, the relay and the timing client')
@@ -336,7 +336,8 @@ def _add_bag_commands(sub) -> None:
     p.add_argument('--out', default='runs/demo')
     p.add_argument('--model', help='model for the node; default: the shipped default.onnx '
                                    '(also shipped: fast.onnx, see the README)')
-    p.add_argument('--domain-id', type=int, default=57, help='isolated ROS domain of the demo')
+    p.add_argument('--domain-id', type=DOMAIN_ID, default=57,
+                   help='isolated ROS domain of the demo')
     replay_args(p)
     p.set_defaults(func=cmd_demo, rate=4.0)
 
@@ -347,9 +348,25 @@ def register_plugins(sub) -> None:
         ep.load()(sub)
 
 
+class UsageError(UserError):
+    """The command line itself is wrong (an unknown option, a number out of range)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``main`` prints it, exit code 2)."""
+
+    def error(self, message: str):
+        """Raise UsageError instead of printing the usage and exiting."""
+        raise UsageError(f'{self.prog}: error: {message} (see {self.prog} --help)')
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run ``vit-seg``; user errors give one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

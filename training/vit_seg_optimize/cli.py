@@ -6,7 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+from vit_seg_node.core.argtypes import BUDGET, COUNT, int_in, THREADS
+from vit_seg_node.core.card import MAX_INPUT_SIDE
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.lifetime import terminate_on_sigterm
 
 
 def _reduction_arg(text: Optional[str]) -> Optional[dict]:
@@ -23,6 +26,24 @@ def _reduction_arg(text: Optional[str]) -> Optional[dict]:
         raise UserError("--reduction must be a mapping with a policy, e.g. "
                         "'{policy: neighbor, window_first: 0.6, ratio: 0.25}'")
     return spec
+
+
+def report_path(text: str) -> Path:
+    """Return ``text`` as the path of a JSON report, checked before any work is done.
+
+    It must end in ``.json`` (its Markdown table goes beside it, ``.md``), and neither it nor
+    the table may be a folder.
+    """
+    p = Path(text)
+    if p.suffix.lower() != '.json':
+        raise UserError(f'--json must name a .json file (the table goes beside it as .md), '
+                        f'got {text!r}')
+    for q in (p, p.with_suffix('.md')):
+        if q.is_dir():
+            raise UserError(f'{q} is a folder, not a file')
+    if p.parent.exists() and not p.parent.is_dir():
+        raise UserError(f'cannot write {p}: {p.parent} is not a folder')
+    return p
 
 
 def cmd_export(a: argparse.Namespace) -> int:
@@ -112,9 +133,11 @@ def cmd_regimes(a: argparse.Namespace) -> int:
     missing = [m for m in a.model if not Path(m).is_file()]
     if missing:
         raise UserError(f'model not found: {missing[0]}')
+    out = report_path(a.json)
+    terminate_on_sigterm()
     doc = run_regimes(a.model, a.regimes, a.threads, a.warmup, a.runs)
-    write_json(a.json, doc)
-    atomic_write_text(Path(a.json).with_suffix('.md'), markdown(doc))
+    write_json(out, doc)
+    atomic_write_text(out.with_suffix('.md'), markdown(doc))
     print(markdown(doc))
     return 0
 
@@ -125,6 +148,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
 
     if not Path(a.model).is_file():
         raise UserError(f'model not found: {a.model}')
+    terminate_on_sigterm()
     print(tune(a.model, a.data, a.out, a.regime, a.budget, a.split, a.limit, a.pairs))
     return 0
 
@@ -136,13 +160,13 @@ def register(sub) -> None:
     p.add_argument('--out', required=True)
     p.add_argument('--frames', required=True, help='dataset root with real frames to verify on')
     p.add_argument('--split', default='val')
-    p.add_argument('--num-frames', type=int, default=4)
-    p.add_argument('--opset', type=int, default=17)
+    p.add_argument('--num-frames', type=int_in(1, 1000), default=4)
+    p.add_argument('--opset', type=int_in(11, 25), default=17)
     p.add_argument('--metrics', help='JSON of measured metrics to put in the card')
     p.add_argument('--name', help='model name in the card (default: the output file stem)')
     p.add_argument('--reduction', help="token reduction and budget, YAML: "
                    "'{policy: neighbor, window_first: 0.6, ratio: 0.25, locations: [1, 3, 6]}'")
-    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'),
+    p.add_argument('--img-size', type=int_in(1, MAX_INPUT_SIDE), nargs=2, metavar=('H', 'W'),
                    help='export for another input size (multiples of the patch size)')
     p.add_argument('--output', default='labels', choices=['labels', 'logits'],
                    help='graph output: uint8 labels (ArgMax in the graph) or float logits')
@@ -160,7 +184,7 @@ def register(sub) -> None:
     p.add_argument('--calib', help='dataset root with calibration frames (qdq, and dynamic '
                                    'plans with static INT8 parts)')
     p.add_argument('--split', default='fit', help='calibration split')
-    p.add_argument('--num-calib', type=int, default=16)
+    p.add_argument('--num-calib', type=COUNT, default=16)
     p.add_argument('--method', default='minmax', choices=['minmax', 'percentile', 'entropy'])
     p.set_defaults(func=cmd_quantize)
 
@@ -168,14 +192,14 @@ def register(sub) -> None:
     p.add_argument('--model', required=True)
     p.add_argument('--data', required=True)
     p.add_argument('--split', default='heldout')
-    p.add_argument('--limit', type=int, default=20)
-    p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--budget', type=float, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
-    p.add_argument('--pairs', type=int, default=60,
+    p.add_argument('--limit', type=COUNT, default=20)
+    p.add_argument('--threads', type=THREADS, default=2)
+    p.add_argument('--budget', type=BUDGET, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
+    p.add_argument('--pairs', type=COUNT, default=60,
                    help='interleaved timing pairs per group (more: steadier savings)')
     p.add_argument('--calib-split', default='fit',
                    help='frames that calibrate the static INT8 parts')
-    p.add_argument('--num-calib', type=int, default=16)
+    p.add_argument('--num-calib', type=COUNT, default=16)
     p.add_argument('--json', required=True)
     p.set_defaults(func=cmd_sensitivity)
 
@@ -187,8 +211,8 @@ def register(sub) -> None:
                    choices=['1', '2', '2-runspin', '2-nospin'],
                    help='2: ONNX Runtime\'s default pool; 2-runspin: it spins during a run only '
                         '(as the node runs it); 2-nospin: it never spins')
-    p.add_argument('--warmup', type=int, default=5)
-    p.add_argument('--runs', type=int, default=30)
+    p.add_argument('--warmup', type=int_in(0, 100_000), default=5)
+    p.add_argument('--runs', type=COUNT, default=30)
     p.add_argument('--json', required=True, help='report (a .md table is written beside it)')
     p.set_defaults(func=cmd_regimes)
 
@@ -197,10 +221,10 @@ def register(sub) -> None:
     p.add_argument('--data', required=True, help='dataset root (accuracy and calibration)')
     p.add_argument('--out', default='runs/tuned')
     p.add_argument('--regime', default='loaded', choices=['hot', 'loaded'])
-    p.add_argument('--budget', type=float, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
+    p.add_argument('--budget', type=BUDGET, default=0.005, help='mIoU budget (0.005 = 0.5 pt)')
     p.add_argument('--split', default='heldout')
-    p.add_argument('--limit', type=int, default=20)
-    p.add_argument('--pairs', type=int, default=30)
+    p.add_argument('--limit', type=COUNT, default=20)
+    p.add_argument('--pairs', type=COUNT, default=30)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser('bench', help='benchmark a grid of variants (one table, one plot)')

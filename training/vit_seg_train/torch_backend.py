@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vit_seg_node.core.card import ModelCard
+from vit_seg_node.backends.base import BackendError
+from vit_seg_node.core.card import MAX_THREADS, ModelCard
 
 
 class TorchBackend:
@@ -32,6 +33,8 @@ class TorchBackend:
 
         from vit_seg_train.checkpoint import load_model
 
+        if not 0 <= threads <= MAX_THREADS:
+            raise BackendError(f'threads must be in 0..{MAX_THREADS}, got {threads}')
         if threads > 0:
             torch.set_num_threads(int(threads))
         self.card = card

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vit_seg_node.backends.base import BackendError
-from vit_seg_node.core.card import ModelCard
+from vit_seg_node.core.card import MAX_THREADS, ModelCard
 
 CPU = ['CPUExecutionProvider']
 
@@ -30,6 +30,8 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 0,
     """
     import onnxruntime as ort
 
+    if not 0 <= threads <= MAX_THREADS:
+        raise BackendError(f'threads must be in 0..{MAX_THREADS}, got {threads}')
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
@@ -50,6 +52,23 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 0,
     except Exception as exc:  # onnxruntime raises its own non-exported exception types
         what = 'the serialized model' if isinstance(model, bytes) else src
         raise BackendError(f'ONNX Runtime cannot load {what}: {exc}') from None
+
+
+def check_output(output, card: ModelCard) -> None:
+    """Raise BackendError unless the graph's output is what the card's ``output.kind`` says.
+
+    ``logits``: floats, N x classes x H x W; ``labels``: integers, N x H x W (or N x 1 x H x W).
+    """
+    shape, kind = list(output.shape), card.output_kind
+    floating = output.type in ('tensor(float)', 'tensor(float16)', 'tensor(bfloat16)')
+    channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None  # None: free
+    if kind == 'logits':
+        ok = floating and len(shape) == 4 and channels in (None, card.num_classes)
+    else:
+        ok = not floating and (len(shape) == 3 or len(shape) == 4 and channels in (None, 1))
+    if not ok:
+        raise BackendError(f'model output {output.name!r} is {output.type} {shape}, not what the '
+                           f'card\'s output.kind {kind!r} says ({card.num_classes} classes)')
 
 
 class OnnxRuntimeBackend:
@@ -86,9 +105,11 @@ class OnnxRuntimeBackend:
             raise BackendError(f'model input shape {shape} does not match the card '
                                f'(N, {", ".join(map(str, expected))})')
         self.batch_size = shape[0] if isinstance(shape[0], int) else None
-        outputs = [o.name for o in self.session.get_outputs()]
+        outputs = {o.name: o for o in self.session.get_outputs()}
         if card.output_name not in outputs:
-            raise BackendError(f'model has no output {card.output_name!r} (outputs: {outputs})')
+            raise BackendError(f'model has no output {card.output_name!r} (outputs: '
+                               f'{sorted(outputs)})')
+        check_output(outputs[card.output_name], card)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch (N x 3 x H x W float32) and return the card's output."""

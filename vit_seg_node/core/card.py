@@ -9,19 +9,31 @@ the per-layer precision plan, and the exact command that produced the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vit_seg_node.core import schema
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.io import atomic_write_text, load_yaml
+from vit_seg_node.core.schema import SchemaError
 
 CARD_FORMAT = 'vit_seg_node/model-card/1'
 CARD_SUFFIX = '.card.yaml'
 RESIZE_MODES = ('stretch', 'letterbox')
 OUTPUT_KINDS = ('logits', 'labels')
+PRECISIONS = ('fp32', 'fp16', 'int8', 'mixed')   # precision.default
+MAX_THREADS = 256        # CPU threads a backend may be asked for (the node's ``threads`` range)
+MAX_CLASSES = 255        # labels are uint8
+MAX_INPUT_SIDE = 4096    # network input height and width
+CARD_KEYS = ('format', 'name', 'input', 'output', 'classes', 'palette', 'ignore_index',
+             'backbone', 'decoder', 'reduction', 'precision', 'metrics', 'command', 'extra')
+INPUT_KEYS = ('name', 'height', 'width', 'layout', 'dtype', 'resize', 'mean', 'std')
+OUTPUT_KEYS = ('name', 'kind')
+INPUT_FORMAT = {'layout': ('NCHW',), 'dtype': ('float32',)}
 
 
 class ModelCardError(UserError):
@@ -58,23 +70,8 @@ class ModelCard:
         return len(self.classes)
 
     def validate(self) -> 'ModelCard':
-        """Raise ModelCardError when a field cannot describe a working model."""
-        if self.input_height <= 0 or self.input_width <= 0:
-            raise ModelCardError(f'input size must be positive, got '
-                                 f'{self.input_height}x{self.input_width}')
-        if not self.classes:
-            raise ModelCardError('card lists no classes')
-        if len(self.palette) < len(self.classes):
-            raise ModelCardError(f'palette has {len(self.palette)} colours for '
-                                 f'{len(self.classes)} classes')
-        if any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in self.palette):
-            raise ModelCardError('palette entries must be [r, g, b] in 0..255')
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise ModelCardError('mean and std must have 3 entries, std > 0')
-        if self.resize not in RESIZE_MODES:
-            raise ModelCardError(f'resize must be one of {RESIZE_MODES}, got {self.resize!r}')
-        if self.output_kind not in OUTPUT_KINDS:
-            raise ModelCardError(f'output kind must be one of {OUTPUT_KINDS}')
+        """Raise ModelCardError when a field cannot describe a working model (``check_card``)."""
+        check_card(self.to_dict())
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,36 +96,97 @@ class ModelCard:
         }
 
     @classmethod
-    def from_dict(cls, doc: Any) -> 'ModelCard':
-        """Build a card from its YAML document; raise ModelCardError on a malformed one."""
-        if not isinstance(doc, dict):
-            raise ModelCardError('model card is not a mapping')
-        if doc.get('format') != CARD_FORMAT:
-            raise ModelCardError(f'unknown model card format {doc.get("format")!r} '
-                                 f'(expected {CARD_FORMAT!r})')
-        try:
-            inp, out = doc['input'], doc.get('output', {})
-            return cls(
-                name=str(doc['name']),
-                input_height=int(inp['height']), input_width=int(inp['width']),
-                input_name=str(inp.get('name', 'image')), resize=str(inp.get('resize', 'stretch')),
-                mean=[float(v) for v in inp['mean']], std=[float(v) for v in inp['std']],
-                output_name=str(out.get('name', 'logits')),
-                output_kind=str(out.get('kind', 'logits')),
-                classes=[str(c) for c in doc['classes']],
-                palette=[[int(v) for v in c] for c in doc['palette']],
-                ignore_index=int(doc.get('ignore_index', 255)),
-                backbone=str(doc.get('backbone', '')), decoder=str(doc.get('decoder', '')),
-                reduction=dict(doc.get('reduction') or {'policy': 'none'}),
-                precision=dict(doc.get('precision') or {'default': 'fp32'}),
-                metrics=dict(doc.get('metrics') or {}),
-                command=str(doc.get('command', '')),
-                extra=dict(doc.get('extra') or {}),
-            ).validate()
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ModelCardError):
-                raise
-            raise ModelCardError(f'model card is malformed: {type(exc).__name__}: {exc}') from None
+    def from_dict(cls, doc: Any, source: str = 'model card') -> 'ModelCard':
+        """Build a card from its YAML document; ModelCardError naming the key on a bad one."""
+        return cls(**check_card(doc, source))
+
+
+def check_card(doc: Any, source: str = 'model card') -> dict[str, Any]:
+    """Return ``ModelCard``'s fields from a card document; ModelCardError naming the bad key.
+
+    The one schema of the card: every reader (node, CLI, benchmark, tune) and the writer
+    (``save_card``) go through it. ``source`` starts the message (the card's path).
+    """
+    try:
+        return _card_fields(doc)
+    except SchemaError as exc:
+        raise ModelCardError(f'{source}: {exc}') from None
+
+
+def _card_fields(doc: Any) -> dict[str, Any]:
+    doc = schema.mapping(doc, 'model card', CARD_KEYS)
+    if doc.get('format') != CARD_FORMAT:
+        raise SchemaError(f'format: must be {CARD_FORMAT!r}, got '
+                          f'{schema.shorten(doc.get("format"))}')
+    inp = schema.mapping(schema.required(doc, 'input'), 'input', INPUT_KEYS)
+    out = schema.mapping(schema.required(doc, 'output'), 'output', OUTPUT_KEYS)
+    classes = schema.sequence(schema.required(doc, 'classes'), 'classes', 1, MAX_CLASSES)
+    classes = [schema.text(c, f'classes[{i}]', 64, empty=False) for i, c in enumerate(classes)]
+    if len(set(classes)) < len(classes):
+        raise SchemaError('classes: must be distinct names, '
+                          f'{schema.shorten(next(c for c in classes if classes.count(c) > 1))} '
+                          f'is listed twice')
+    palette = schema.sequence(schema.required(doc, 'palette'), 'palette', 1, MAX_CLASSES)
+    if len(palette) != len(classes):
+        raise SchemaError(f'palette: must have one colour per class ({len(classes)}), has '
+                          f'{len(palette)}')
+    for name in ('layout', 'dtype'):
+        if name in inp:
+            schema.text(inp[name], f'input.{name}', choices=INPUT_FORMAT[name])
+    return dict(
+        name=schema.text(schema.required(doc, 'name'), 'name', empty=False),
+        input_height=schema.integer(schema.required(inp, 'height', 'input.'), 'input.height',
+                                    1, MAX_INPUT_SIDE),
+        input_width=schema.integer(schema.required(inp, 'width', 'input.'), 'input.width',
+                                   1, MAX_INPUT_SIDE),
+        input_name=schema.text(inp.get('name', 'image'), 'input.name', empty=False),
+        resize=schema.text(inp.get('resize', 'stretch'), 'input.resize', choices=RESIZE_MODES),
+        mean=_triple(schema.required(inp, 'mean', 'input.'), 'input.mean', positive=False),
+        std=_triple(schema.required(inp, 'std', 'input.'), 'input.std', positive=True),
+        output_name=schema.text(schema.required(out, 'name', 'output.'), 'output.name',
+                                empty=False),
+        output_kind=schema.text(schema.required(out, 'kind', 'output.'), 'output.kind',
+                                choices=OUTPUT_KINDS),
+        classes=classes,
+        palette=[[schema.integer(v, f'palette[{i}][{j}]', 0, 255) for j, v in
+                  enumerate(schema.sequence(c, f'palette[{i}]', 3, 3))]
+                 for i, c in enumerate(palette)],
+        ignore_index=schema.integer(doc.get('ignore_index', 255), 'ignore_index', 0, 255),
+        backbone=schema.text(doc.get('backbone', ''), 'backbone'),
+        decoder=schema.text(doc.get('decoder', ''), 'decoder'),
+        reduction=_reduction(doc.get('reduction')),
+        precision=_precision(doc.get('precision')),
+        metrics=dict(schema.mapping(doc.get('metrics') or {}, 'metrics')),
+        command=schema.text(doc.get('command', ''), 'command', 10000),
+        extra=dict(schema.mapping(doc.get('extra') or {}, 'extra')),
+    )
+
+
+def _triple(value: Any, key: str, positive: bool) -> list[float]:
+    """Return three finite numbers (> 0 if ``positive``): a per-channel mean or std."""
+    items = schema.sequence(value, key, 3, 3)
+    return [schema.number(v, f'{key}[{i}]', 0.0 if positive else -math.inf, low_open=positive)
+            for i, v in enumerate(items)]
+
+
+def _reduction(value: Any) -> dict[str, Any]:
+    block = dict(schema.mapping(value if value is not None else {'policy': 'none'},
+                                'reduction'))
+    schema.text(block.setdefault('policy', 'none'), 'reduction.policy', 64, empty=False)
+    return block
+
+
+def _precision(value: Any) -> dict[str, Any]:
+    block = dict(schema.mapping(value if value is not None else {'default': 'fp32'},
+                                'precision'))
+    schema.text(block.setdefault('default', 'fp32'), 'precision.default', choices=PRECISIONS)
+    if 'tuned' in block:
+        tuned = schema.mapping(block['tuned'], 'precision.tuned')
+        schema.integer(schema.required(tuned, 'threads', 'precision.tuned.'),
+                       'precision.tuned.threads', 0, MAX_THREADS)
+        schema.boolean(schema.required(tuned, 'spinning', 'precision.tuned.'),
+                       'precision.tuned.spinning')
+    return block
 
 
 def card_path_for(model_path: str | os.PathLike) -> Path:
@@ -146,7 +204,7 @@ def load_card(model_path: str | os.PathLike) -> ModelCard:
         doc = load_yaml(path, 'model card')
     except UserError as exc:
         raise ModelCardError(str(exc)) from None
-    return ModelCard.from_dict(doc)
+    return ModelCard.from_dict(doc, f'model card {path}')
 
 
 def save_card(card: ModelCard, model_path: str | os.PathLike) -> Path:

@@ -1,11 +1,17 @@
-"""A synthetic CPU load: busy processes, one spinning core each (a robot's other work)."""
+"""A synthetic CPU load: busy processes, one spinning core each (a robot's other work).
+
+Each busy process ends with the process that started it, however that one ends (SIGKILL
+included): ``core.lifetime``.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
-import sys
 
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.lifetime import busy_loop_command, child_env
 
 
 class CpuLoad:
@@ -25,7 +31,8 @@ class CpuLoad:
     def start(self) -> None:
         """Start the busy processes (no-op when running)."""
         if not self.procs:
-            self.procs = [subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+            env = {**os.environ, **child_env(signal.SIGKILL)}
+            self.procs = [subprocess.Popen(busy_loop_command(), env=env)
                           for _ in range(self.workers)]
 
     def stop(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Union
 import yaml
 
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.schema import shorten
 
 
 def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
@@ -72,7 +73,10 @@ def write_json(path: Union[str, os.PathLike], obj: Any) -> Path:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` without anchors/aliases: no exponential expansion ('YAML bomb')."""
+    """``yaml.SafeLoader`` without anchors/aliases (no 'YAML bomb') and without duplicate keys.
+
+    A key given twice is refused rather than silently taking the last value.
+    """
 
     def compose_node(self, parent, index):
         """Refuse an alias; otherwise compose as usual."""
@@ -80,6 +84,20 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(None, None, 'aliases (*name) are not allowed',
                                               self.peek_event().start_mark)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        """Refuse a mapping that names a key twice; otherwise construct as usual."""
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float)):
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'duplicate key {shorten(key)}', key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_yaml(path: Union[str, os.PathLike], what: str = 'file',

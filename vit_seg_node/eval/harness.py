@@ -23,6 +23,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from vit_seg_node.core.cpuload import CpuLoad  # noqa: F401  (part of the harness)
 from vit_seg_node.core.errors import UserError
+from vit_seg_node.core.lifetime import child_env, terminate_on_sigterm  # noqa: F401
 
 NODE_NAME = 'vit_seg_node'
 
@@ -140,7 +141,8 @@ class NodeProcess:
             cmd += ['-p', f'{k}:={v}']
         cmd += args or []
         env = {**os.environ, **(env or {}), 'ROS_DOMAIN_ID': str(domain),
-               'PYTHONUNBUFFERED': '1', 'RCUTILS_LOGGING_BUFFERED_STREAM': '0'}
+               'PYTHONUNBUFFERED': '1', 'RCUTILS_LOGGING_BUFFERED_STREAM': '0',
+               **child_env(signal.SIGTERM)}   # it ends with this process, however it ends
         self.lines: list[str] = []
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
@@ -175,11 +177,3 @@ class NodeProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(2)
-
-
-def terminate_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so that ``finally`` blocks stop started nodes."""
-    if threading.current_thread() is threading.main_thread():
-        def handler(signum, frame):
-            raise KeyboardInterrupt
-        signal.signal(signal.SIGTERM, handler)

@@ -36,7 +36,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.handoff import LatestFrameWorker
 from vit_seg_node.core.ladder import LadderController, load_ladder
-from vit_seg_node.core.processing import colorize, overlay
+from vit_seg_node.core.processing import colorize, overlay, to_labels
+from vit_seg_node.core.schema import shorten
 from vit_seg_node.core.stats import CpuMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
 from vit_seg_node.ros.arrival import ArrivalWatch, silent_level
@@ -55,14 +56,28 @@ STATUS_TASK = 'segmentation'     # status name: '<fully qualified node name>: se
 
 
 def check_rungs(rungs: list) -> None:
-    """Raise UserError unless every rung gives masks of one size and one class list."""
+    """Raise UserError unless every rung gives masks of one size and one class list.
+
+    Each rung's model also runs once on a blank frame, and what it returns must be the label
+    map its card promises (a card that says ``logits`` for a model that returns labels fails
+    here, at start, and not on every frame).
+    """
     first = rungs[0].card
-    for r in rungs[1:]:
+    for r in rungs:
         c = r.card
         if (c.input_height, c.input_width, c.classes, c.resize) != \
                 (first.input_height, first.input_width, first.classes, first.resize):
             raise UserError(f'ladder rung {r.model_path} differs from {rungs[0].model_path} in '
                             f'input size, resize mode or classes')
+        x = np.zeros((1, 3, c.input_height, c.input_width), np.float32)
+        try:
+            labels = to_labels(r.backend.infer(x), c.output_kind)
+        except Exception as exc:  # any backend's error types
+            raise UserError(f'model {r.model_path} fails on a blank frame: '
+                            f'{type(exc).__name__}: {shorten(str(exc))}') from None
+        if labels.shape != (1, c.input_height, c.input_width):
+            raise UserError(f'model {r.model_path} returns labels of shape {labels.shape}, not '
+                            f'(1, {c.input_height}, {c.input_width}) as its card says')
 
 
 def reference_latencies_ms(rungs: list, warmup: int = 3, rounds: int = 5) -> list[float]:
@@ -210,7 +225,7 @@ class SegmentationCore:
             if p['model_path']:
                 self.get_logger().warn('model_ladder is set: model_path is not used')
             return [str(m) for m in load_ladder(SHIPPED_LADDER if ladder == 'shipped'
-                                                else ladder)]
+                                                else ladder, self.get_logger().warn)]
         return [p['model_path'] or str(default_model_path())]
 
     def _ready_line(self) -> str:
@@ -286,8 +301,12 @@ class SegmentationCore:
         self._check_size(cam, rgb.shape[:2])
         t_conv = (time.perf_counter() - t0) * 1e3
         at_source = self.params['output_resolution'] == 'input'
-        pipeline = self.pipeline     # the rung chosen after the previous frame
-        seg = pipeline(rgb, at_source=at_source)
+        rung = self.ladder.rung      # the rung chosen after the previous frame
+        try:
+            seg = self.rungs[rung](rgb, at_source=at_source)
+        except Exception as exc:
+            self._rung_failed(rung, exc)
+            raise
         t2 = time.perf_counter()
         self._publish(cam, msg.header, seg.labels, rgb, seg.geometry)
         cam.counters['published'] += 1
@@ -313,6 +332,17 @@ class SegmentationCore:
                 f'{cam.label}: frame size changed from {cam.size[1]}x{cam.size[0]} to '
                 f'{size[1]}x{size[0]}; masks follow the frames', throttle_duration_sec=5.0)
         cam.size = size
+
+    def _rung_failed(self, rung: int, exc: Exception) -> None:
+        """Count a model failure; a ladder rung that keeps failing is left for good."""
+        reason = f'{type(exc).__name__}: {shorten(str(exc))}'
+        with self._ladder_lock:
+            left = self.ladder.fail(rung, reason, time.monotonic())
+        if left:
+            self.get_logger().error(
+                f'ladder rung {rung} ({self.rungs[rung].model_path}) failed '
+                f'{self.ladder.policy.max_failures} frames in a row and is left: {reason}; now '
+                f'on rung {self.ladder.rung}')
 
     def _decoder_warning(self, text: str) -> None:
         self.get_logger().warn(text, throttle_duration_sec=5.0)
@@ -373,6 +403,7 @@ class SegmentationCore:
             'ladder_rungs': len(self.rungs),
             'latency_budget_ms': self.params['latency_budget_ms'],
             'ladder_switches': self.ladder.switches,
+            'ladder_rungs_failed': len(self.ladder.failed),
         }
         with self._ladder_lock:
             spent = self.ladder.time_on_rungs(time.monotonic())
@@ -380,6 +411,8 @@ class SegmentationCore:
             values[f'rung{k}_model'] = r.card.name
             values[f'rung{k}_seconds'] = f'{secs:.1f}'
             values[f'rung{k}_reference_ms'] = f'{self.ladder.reference[k]:.1f}'
+            if k in self.ladder.failed:
+                values[f'rung{k}_failed'] = self.ladder.failed[k]
         return values
 
     def diagnostic_statuses(self) -> list[DiagnosticStatus]:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from vit_seg_node.backends.base import registry, suffixes
+from vit_seg_node.core.card import MAX_THREADS
 from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS
 from vit_seg_node.core.ladder import LADDER_SUFFIX
 from vit_seg_node.pipeline import shipped_models, shipped_name
@@ -38,7 +39,7 @@ PARAMETERS: dict[str, Param] = {
     'backend': Param('auto', 'which backend runs the model (auto: by the file suffix)',
                      read_only=True, choices=('auto', 'onnxruntime', 'tensorrt', 'torch')),
     'threads': Param(0, 'CPU threads for the backend (0: a tuned card\'s setting, else the '
-                        'backend default)', read_only=True, low=0, high=256),
+                        'backend default)', read_only=True, low=0, high=MAX_THREADS),
     'cpu_spinning': Param(True, 'ONNX Runtime pool threads spin between operators during '
                                 'inference (never between frames): fastest on an idle CPU; '
                                 'false lets them sleep, faster beside busy processes',

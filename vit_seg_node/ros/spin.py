@@ -9,6 +9,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from vit_seg_node.core.lifetime import tie_to_parent
 from vit_seg_node.ros.transport import use_own_profile
 
 
@@ -61,6 +62,7 @@ def run_node(factory: Callable[[], Any], args: Optional[list[str]] = None,
     if usage and wants_help(sys.argv if args is None else args):
         print(usage)
         return 0
+    tie_to_parent()      # started by replay, demo or bench-node: end with that process
     use_own_profile()
     rclpy.init(args=args)
     node = None
