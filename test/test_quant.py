@@ -1,5 +1,8 @@
 """Quantization: plan groups, QDQ placement, dynamic INT8, allocation."""
 
+from pathlib import Path
+import shutil
+
 import numpy as np
 import onnx
 import pytest
@@ -345,11 +348,66 @@ def test_tune_allocates_on_this_machine_and_caches(tiny_model, camvid_mini, tmp_
     assert set(card.precision['groups'].values()) <= {'int8', 'fp32'}
     assert (out.parent / 'sensitivity.json').is_file()
     again = tune(tiny_model, str(camvid_mini), tmp_path / 'tuned', regime='loaded',
-                 split='val', log=logs.append)
+                 split='val', limit=2, pairs=3, num_calib=2, log=logs.append)
     assert again == out and logs[-1].startswith('tune: cached')
+    assert [p.name for p in (tmp_path / 'tuned').iterdir()] == [out.parent.name]   # no temporaries
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        'fast.card.yaml', 'fast.onnx', 'sensitivity.json']
     # the pipeline (node, infer, eval) takes the tuned thread setting unless threads are asked
     from vit_seg_node.pipeline import SegmentationPipeline
 
     assert SegmentationPipeline(out, threads=0).options == {
         'threads': t['threads'], 'spinning': t['spinning']}
     assert SegmentationPipeline(out, threads=1).options == {'threads': 1}
+
+
+def test_tune_cache_key_holds_every_argument_that_changes_the_result(tiny_model, camvid_mini):
+    from vit_seg_optimize.measure import machine_info
+    from vit_seg_optimize.tune import tune_key
+
+    m = machine_info(0)
+    data = {'data': str(camvid_mini), 'split': 'val', 'limit': 2, 'pairs': 3,
+            'calib_split': 'fit', 'num_calib': 2}
+    base = tune_key(tiny_model, m, 'loaded', 0.005, data)
+    others = [tune_key(tiny_model, m, 'hot', 0.005, data),
+              tune_key(tiny_model, m, 'loaded', 0.01, data)]
+    for k, v in (('data', '/elsewhere'), ('split', 'heldout'), ('limit', 3), ('pairs', 4),
+                 ('calib_split', 'val'), ('num_calib', 3)):
+        others.append(tune_key(tiny_model, m, 'loaded', 0.005, {**data, k: v}))
+    assert len({base, *others}) == len(others) + 1
+
+
+def test_tune_interrupted_entry_is_ignored_and_two_tunes_at_once_both_succeed(
+        tiny_model, camvid_mini, tmp_path):
+    """An entry whose card is missing (a run killed between the files) is tuned again.
+
+    Two identical ``vit-seg tune`` processes at once: both exit 0 with the same whole entry.
+    """
+    import subprocess
+    import sys
+
+    from vit_seg_node.core.card import card_path_for, load_card
+    from vit_seg_optimize.tune import tune
+
+    model = tmp_path / 'fp32.onnx'
+    shutil.copy(tiny_model, model)
+    shutil.copy(card_path_for(tiny_model), card_path_for(model))
+    args = ['--model', str(model), '--data', str(camvid_mini), '--out', str(tmp_path / 'c'),
+            '--split', 'val', '--limit', '2', '--pairs', '3', '--regime', 'hot']
+    procs = [subprocess.Popen([sys.executable, '-m', 'vit_seg_node.cli', 'tune', *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-500:] for o in outs]
+    paths = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(paths) == 1
+    out = Path(paths.pop())
+    assert 'tuned' in load_card(out).precision
+    assert [p.name for p in (tmp_path / 'c').iterdir()] == [out.parent.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['c', 'fp32.card.yaml', 'fp32.onnx']
+    card_path_for(out).unlink()          # as a run killed after the model was written left it
+    logs = []
+    again = tune(model, str(camvid_mini), tmp_path / 'c', regime='hot', split='val', limit=2,
+                 pairs=3, log=logs.append)
+    assert any('incomplete cache entry' in line for line in logs), logs
+    assert again == out and 'tuned' in load_card(again).precision

@@ -173,7 +173,7 @@ def test_shorten_cuts_long_values():
 # ------------------------------------------------------------------------------ command line
 @pytest.fixture()
 def ws(tmp_path, tiny_model, camvid_mini):
-    """A tiny model, copies with broken cards, a frame, and a report that must not be lost."""
+    """Return a tiny model, copies with broken cards, a frame, and a report not to lose."""
     w = collections.namedtuple('WS', 'root model image data threads kind md')
     shutil.copy(tiny_model, tmp_path / 'm.onnx')
     shutil.copy(tiny_model.with_suffix('.card.yaml'), tmp_path / 'm.card.yaml')
