@@ -265,3 +265,14 @@ def test_cli_numbers_and_cards_one_line_exit_2_nothing_lost(case, ws, capsys):
     assert len(err[0]) < 400, err
     after = {p: p.read_bytes() if p.is_file() else None for p in ws.root.rglob('*')}
     assert after == before, f'{case} changed {sorted(set(after) ^ set(before))}'
+
+
+def test_a_10_kb_encoding_is_cut_in_the_warning():
+    from vit_seg_node.ros.convert import FrameError, image_to_rgb
+
+    class Raw:
+        encoding, height, width, step, data = 'x' * 10000, 2, 2, 6, b'\0' * 12
+
+    with pytest.raises(FrameError) as exc:
+        image_to_rgb(Raw())
+    assert exc.value.reason == 'encoding' and len(str(exc.value)) < 200

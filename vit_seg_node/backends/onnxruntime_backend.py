@@ -54,7 +54,7 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 0,
         raise BackendError(f'ONNX Runtime cannot load {what}: {exc}') from None
 
 
-def check_output(output, card: ModelCard) -> None:
+def check_output(output, card: ModelCard, model: str | os.PathLike) -> None:
     """Raise BackendError unless the graph's output is what the card's ``output.kind`` says.
 
     ``logits``: floats, N x classes x H x W; ``labels``: integers, N x H x W (or N x 1 x H x W).
@@ -67,8 +67,8 @@ def check_output(output, card: ModelCard) -> None:
     else:
         ok = not floating and (len(shape) == 3 or len(shape) == 4 and channels in (None, 1))
     if not ok:
-        raise BackendError(f'model output {output.name!r} is {output.type} {shape}, not what the '
-                           f'card\'s output.kind {kind!r} says ({card.num_classes} classes)')
+        raise BackendError(f'{model}: output {output.name!r} is {output.type} {shape}, not what '
+                           f'the card\'s output.kind {kind!r} says ({card.num_classes} classes)')
 
 
 class OnnxRuntimeBackend:
@@ -109,7 +109,7 @@ class OnnxRuntimeBackend:
         if card.output_name not in outputs:
             raise BackendError(f'model has no output {card.output_name!r} (outputs: '
                                f'{sorted(outputs)})')
-        check_output(outputs[card.output_name], card)
+        check_output(outputs[card.output_name], card, model_path)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch (N x 3 x H x W float32) and return the card's output."""

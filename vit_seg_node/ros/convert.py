@@ -13,6 +13,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from vit_seg_node.core.imagesize import DEFAULT_MAX_PIXELS, encoded_format, encoded_size
+from vit_seg_node.core.schema import shorten
 from vit_seg_node.core.stderr import captured_stderr
 from vit_seg_node.ros import cdr
 
@@ -55,7 +56,7 @@ def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return an HxWx3 uint8 RGB array from a sensor_msgs/Image (copying, validated)."""
     enc = msg.encoding.lower()
     if enc not in ENCODINGS:
-        raise FrameError('encoding', f'unsupported encoding {msg.encoding!r} '
+        raise FrameError('encoding', f'unsupported encoding {shorten(msg.encoding)} '
                          f'(supported: {", ".join(ENCODINGS)})')
     channels, conv = ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
