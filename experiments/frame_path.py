@@ -7,7 +7,9 @@ A loop over real 480x360 frames, one every ``--gap`` seconds, with an inference 
 between frames (so the caches hold what they hold in the node), timing the alternatives of each
 step in rotation: taking a frame (rclpy's ``deserialize_message`` against ``ros.cdr`` reading it
 in place), pre-processing (``preprocess`` with fresh arrays against ``Preprocessor`` with kept
-buffers), and inference itself (called straight out of the sleep against right after
+buffers; its resize and its normalisation alone), bringing the network-size labels back to the
+frame's size (OpenCV's nearest-neighbour resize against ``restore_labels``' row gather), and
+inference itself (called straight out of the sleep against right after
 pre-processing). Writes the medians with the machine.
 """
 
@@ -17,6 +19,7 @@ import argparse
 import sys
 import time
 
+import cv2
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
@@ -24,7 +27,8 @@ from sensor_msgs.msg import Image
 from vit_seg_node.core.datasets import SegmentationDataset
 from vit_seg_node.core.io import write_json
 from vit_seg_node.core.machine import machine_record
-from vit_seg_node.core.processing import preprocess, Preprocessor
+from vit_seg_node.core.processing import fit_geometry, normalize, preprocess, Preprocessor, \
+    resize_to_input, restore_labels, to_labels
 from vit_seg_node.pipeline import SegmentationPipeline
 from vit_seg_node.ros import cdr
 from vit_seg_node.ros.convert import fill_image
@@ -49,12 +53,26 @@ def main(argv: list[str] | None = None) -> int:
         wire.append(serialize_message(m))
     pipe = SegmentationPipeline(a.model, threads=2)
     prep = Preprocessor(pipe.card)
-    x0 = preprocess(frames[0], pipe.card)[0]
+    card = pipe.card
+    x0 = preprocess(frames[0], card)[0]
+    labels = to_labels(pipe.backend.infer(x0), card.output_kind)[0].copy()
+    h, w = frames[0].shape[:2]
+    geo = fit_geometry(h, w, card.input_height, card.input_width, card.resize)
+    resized = np.empty((card.input_height, card.input_width, 3), np.uint8)
+    batch = np.empty((1, 3, card.input_height, card.input_width), np.float32)
+    planes = [np.empty(resized.shape[:2], np.uint8) for _ in range(3)]
     steps = {
         'take: rclpy deserialize_message': lambda i: deserialize_message(wire[i], Image),
         'take: ros.cdr.parse_image (in place)': lambda i: cdr.parse_image(wire[i]),
         'pre-process: fresh arrays': lambda i: preprocess(frames[i], pipe.card),
         'pre-process: kept buffers (Preprocessor)': lambda i: prep(frames[i]),
+        'pre-process: its resize alone': lambda i: resize_to_input(frames[i], card, resized),
+        'pre-process: its normalisation alone': lambda i: normalize(resized[None], card, batch,
+                                                                    planes),
+        'labels to the frame size: cv2.resize nearest': lambda i: cv2.resize(
+            labels, (w, h), interpolation=cv2.INTER_NEAREST),
+        'labels to the frame size: restore_labels (row gather)':
+            lambda i: restore_labels(labels, geo),
     }
     times: dict[str, list[float]] = {k: [] for k in steps}
     times['infer: straight out of the sleep'] = []

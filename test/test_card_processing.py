@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -131,3 +132,19 @@ def test_preprocessor_with_kept_buffers_equals_preprocess(resize):
         ref, ref_geo = preprocess(img, card)
         assert geo == ref_geo and x.shape == ref.shape
         assert np.array_equal(x, ref), shape
+
+
+def test_label_restore_equals_opencv_nearest_for_any_size():
+    """Row gathering (height change only) gives exactly cv2.resize's INTER_NEAREST."""
+    from vit_seg_node.core.processing import restore_labels
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(4, 400, 2))
+        src_h = int(rng.integers(4, 900))
+        src_w = w if rng.random() < 0.7 else int(rng.integers(4, 900))
+        labels = rng.integers(0, 255, (h, w), dtype=np.uint8)
+        geo = fit_geometry(src_h, src_w, h, w, 'stretch')
+        want = cv2.resize(labels, (src_w, src_h), interpolation=cv2.INTER_NEAREST)
+        got = restore_labels(labels, geo)
+        assert got.dtype == np.uint8 and np.array_equal(got, want), (h, w, src_h, src_w)

@@ -77,12 +77,14 @@ def answered(pub, masks, msg, timeout: float) -> bool:
     return False
 
 
-def test_transitions_over_dds_take_load_stop_and_free(tiny_model, camvid_mini, probe):
+@pytest.mark.parametrize('executor', ['single', 'events'])
+def test_transitions_over_dds_take_load_stop_and_free(tiny_model, camvid_mini, probe, executor):
+    """Every transition, as a lifecycle manager calls it, under both executors."""
     rgb = SegmentationDataset(camvid_mini, 'val', cache=False).load(0)[0]
     expected = SegmentationPipeline(tiny_model, threads=1)(rgb).labels
     masks = probe.collect(Image, '/vit_seg_node/class_mask', reliable())
     pub = probe.publisher(Image, '/image', reliable())
-    node = lifecycle_node(probe, {'model_path': tiny_model, 'threads': 1,
+    node = lifecycle_node(probe, {'model_path': tiny_model, 'threads': 1, 'executor': executor,
                                   **reliable_overrides('/image')})
     try:
         m = Manager(probe)

@@ -315,7 +315,9 @@ def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_
     assert r['executor'] == executor and r['cpu_spinning'] is spinning
     assert r['answered'] == 6 and r['late_masks'] == 0
     assert r['relay_floor_ms'] and r['relay_floor_ms']['p50'] > 0
-    assert set(r['node_stages_p50_ms']) == {'pre', 'infer', 'post', 'receive_to_publish'}
+    stages = r['node_stages_p50_ms']
+    assert set(stages) == {'pre', 'infer', 'post', 'receive_to_publish', 'own'}
+    assert 0 < stages['own'] < stages['receive_to_publish']
     # the floor is subtracted: the overhead above it is smaller by exactly floor / raw
     raw = r['raw_infer_ms']['p50']
     assert r['blocks'] == 4 and r['zero_copy'] is True

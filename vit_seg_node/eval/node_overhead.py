@@ -187,9 +187,13 @@ def node_latencies(model: Optional[str], frames: list[np.ndarray], runs: int, th
 
 
 def node_stages(diagnostics: dict[str, str]) -> dict[str, float]:
-    """Return the node's median stage latencies (ms) from its diagnostics key/values."""
+    """Return the node's median stage latencies (ms) from its diagnostics key/values.
+
+    ``own``: receive-to-publish minus inference, frame by frame (the node's own work; the
+    difference of the two medians would carry the inference's spread).
+    """
     stages = {}
-    for stage in ('pre', 'infer', 'post', 'receive_to_publish'):
+    for stage in ('pre', 'infer', 'post', 'receive_to_publish', 'own'):
         v = diagnostics.get(f'latency_{stage}_p50_ms')
         if v is not None:
             stages[stage] = float(v)

@@ -315,9 +315,11 @@ class SegmentationCore:
         cam.lat['infer'].add(seg.infer_ms)
         cam.lat['post'].add(seg.post_ms + (time.perf_counter() - t2) * 1e3)
         done = time.monotonic()
-        cam.lat['receive_to_publish'].add((done - received) * 1e3)
+        total_ms = (done - received) * 1e3
+        cam.lat['receive_to_publish'].add(total_ms)
+        cam.lat['own'].add(total_ms - seg.infer_ms)
         with self._ladder_lock:
-            self.ladder.observe((done - received) * 1e3, done, seg.infer_ms)
+            self.ladder.observe(total_ms, done, seg.infer_ms)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp_to_s(msg.header.stamp)
         if 0.0 <= age <= PLAUSIBLE_STAMP_AGE_S:
             cam.lat['end_to_end'].add(age * 1e3)
