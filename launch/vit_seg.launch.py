@@ -1,8 +1,9 @@
 """Launch vit_seg_node with its parameter file, a camera topic, a model and a backend.
 
-Example: ``ros2 launch vit_seg_node vit_seg.launch.py camera:=/camera/image_raw
-model:=/path/model.onnx backend:=onnxruntime namespace:=front`` (an empty model: the shipped
-default).
+Example: ``ros2 launch vit_seg_node vit_seg.launch.py camera:=/camera/image_raw model:=fast
+backend:=onnxruntime namespace:=front`` (model: a shipped model's name or a file; empty: the
+shipped default). ``fastdds_profile``: the Fast DDS profile of the node's process; empty: the
+node's own (``vit_seg_node.ros.transport``: camera frames of any size from any publisher).
 """
 
 import os
@@ -27,7 +28,8 @@ def generate_launch_description():
                               description='image topic (compressed: <camera>/compressed)'),
         DeclareLaunchArgument('camera_info', default_value='/camera/camera_info'),
         DeclareLaunchArgument('model', default_value='',
-                              description='model file; empty: the shipped default'),
+                              description='model file or shipped name (fast, mid, default); '
+                                          'empty: the shipped default'),
         DeclareLaunchArgument('backend', default_value='auto',
                               description='auto | tensorrt | onnxruntime | torch'),
         DeclareLaunchArgument('input_transport', default_value='raw',
@@ -35,8 +37,13 @@ def generate_launch_description():
         DeclareLaunchArgument('params_file',
                               default_value=os.path.join(share, 'config', 'vit_seg.yaml')),
         DeclareLaunchArgument('namespace', default_value=''),
+        DeclareLaunchArgument('fastdds_profile', default_value='',
+                              description='FASTRTPS_DEFAULT_PROFILES_FILE of the node; empty: '
+                                          'the node sets its own'),
         Node(package='vit_seg_node', executable='vit_seg_node', name='vit_seg_node',
              namespace=LaunchConfiguration('namespace'), output='screen',
              parameters=[LaunchConfiguration('params_file'), overrides],
-             remappings=remaps),
+             remappings=remaps,
+             additional_env={'FASTRTPS_DEFAULT_PROFILES_FILE':
+                             LaunchConfiguration('fastdds_profile')}),
     ])

@@ -97,7 +97,8 @@ def test_package_xml_declares_dependencies():
     deps = {e.tag: set() for e in root}
     for e in root:
         deps[e.tag].add(e.text)
-    for d in ('rclpy', 'sensor_msgs', 'diagnostic_msgs', 'python3-numpy', 'python3-opencv'):
+    for d in ('rclpy', 'sensor_msgs', 'diagnostic_msgs', 'python3-numpy', 'python3-opencv',
+              'launch_ros'):
         assert d in deps['exec_depend'], d
     for d in ('ament_flake8', 'ament_pep257', 'ament_copyright', 'python3-pytest'):
         assert d in deps['test_depend'], d
@@ -117,7 +118,9 @@ def test_launch_file_names_installed_executable_and_config():
     assert "'config', 'vit_seg.yaml'" in src
     args = [ast.literal_eval(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call)
             and getattr(n.func, 'id', None) == 'DeclareLaunchArgument']
-    assert {'camera', 'model', 'backend', 'params_file', 'namespace'} <= set(args)
+    assert {'camera', 'model', 'backend', 'params_file', 'namespace', 'fastdds_profile'} <= \
+        set(args)
+    assert "'FASTRTPS_DEFAULT_PROFILES_FILE'" in src
     setup = (ROOT / 'setup.py').read_text()
     assert "'vit_seg_node = vit_seg_node.ros.node:main'" in setup
 

@@ -113,6 +113,14 @@ def cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dds_profile(a: argparse.Namespace) -> int:
+    """Print the path of a shipped Fast DDS profile (a camera driver's, or the node's own)."""
+    from vit_seg_node.ros.transport import CAMERA_PROFILE, NODE_PROFILE
+
+    print(NODE_PROFILE if a.node else CAMERA_PROFILE)
+    return 0
+
+
 # ----------------------------------------------------------------------------- build-engine
 def cmd_build_engine(a: argparse.Namespace) -> int:
     """Build (or reuse) a TensorRT engine from an exported ONNX file."""
@@ -265,6 +273,12 @@ def _add_model_commands(sub) -> None:
     p = sub.add_parser('models', help='list the shipped models (or print one\'s path)')
     p.add_argument('--path', metavar='NAME', help='print only the path of this shipped model')
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser('dds-profile', help='print the Fast DDS profile for a camera driver\'s '
+                                           'process (FASTRTPS_DEFAULT_PROFILES_FILE)')
+    p.add_argument('--node', action='store_true',
+                   help='the profile the node sets for itself instead')
+    p.set_defaults(func=cmd_dds_profile)
 
     p = sub.add_parser('build-engine', help='build a TensorRT engine (cached, never forced)')
     p.add_argument('--onnx', required=True, help='exported model with its card')
