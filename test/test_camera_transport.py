@@ -14,11 +14,14 @@ import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from conftest import ros_domain, ROOT
 from ros_utils import node_process, NODE_EXE, Probe, wait_for
+from vit_seg_node.core.card import load_card
 from vit_seg_node.ros.arrival import ArrivalWatch
 from vit_seg_node.ros.spin import wants_help
 from vit_seg_node.ros.transport import (CAMERA_PROFILE, camera_hint, choose_profile,
@@ -106,7 +109,10 @@ def test_best_effort_outputs_all_arrive_at_a_default_subscriber(tiny_model):
 
 
 def test_matched_camera_without_frames_is_reported_once_with_the_fix(tiny_model):
-    """Namespaced node: its status carries its full name; a silent publisher is an ERROR."""
+    """Namespaced node: its status carries its full name; a silent publisher is an ERROR.
+
+    Its classes and colours are read-only parameters.
+    """
     probe = Probe(DOMAIN, node_fqn='/front/vit_seg_node')
     try:
         with node_process(probe, DOMAIN, {'model_path': tiny_model, 'threads': 1},
@@ -124,6 +130,21 @@ def test_matched_camera_without_frames_is_reported_once_with_the_fix(tiny_model)
             time.sleep(2.5)
             warnings = [ln for ln in node.lines if 'no frame arrived' in ln]
             assert len(warnings) == 1 and 'FASTRTPS_DEFAULT_PROFILES_FILE=' in warnings[0]
+            # the classes and their colours are on the graph, read-only
+            client = probe.node.create_client(GetParameters, '/front/vit_seg_node/get_parameters')
+            assert client.wait_for_service(20)
+            fut = client.call_async(GetParameters.Request(names=['class_names', 'class_colors']))
+            assert wait_for(fut.done, 20)
+            names, colors = (v.string_array_value for v in fut.result().values)
+            card = load_card(tiny_model)
+            assert list(names) == card.classes and len(colors) == len(card.classes)
+            assert colors[0] == '#%02x%02x%02x' % tuple(card.palette[0])
+            client = probe.node.create_client(SetParameters, '/front/vit_seg_node/set_parameters')
+            assert client.wait_for_service(20)
+            fut = client.call_async(SetParameters.Request(parameters=[ParameterMsg(
+                name='class_names', value=ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY,
+                                                         string_array_value=['x']))]))
+            assert wait_for(fut.done, 20) and not fut.result().results[0].successful
     finally:
         probe.close()
 

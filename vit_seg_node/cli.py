@@ -41,7 +41,7 @@ def cmd_infer(a: argparse.Namespace) -> int:
         if path:
             check_image_path(path)
     image = read_rgb(a.image)
-    pipe = SegmentationPipeline(a.model, backend=a.backend, threads=a.threads)
+    pipe = SegmentationPipeline(a.model, backend=a.backend, threads=a.threads, resize=a.resize)
     result = pipe(image)
     color = colorize(result.labels, pipe.card)
     write_image(a.out, color)
@@ -60,9 +60,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from vit_seg_node.core.evaluate import evaluate_predictor
     from vit_seg_node.pipeline import SegmentationPipeline
 
-    if a.record and (a.checkpoint or a.limit):
+    if a.record and (a.checkpoint or a.limit or a.aspect or a.resize != 'card'):
         raise UserError('--record stores full-split metrics in an exported model\'s card: use it '
-                        'with --model and without --limit')
+                        'with --model and without --limit, --aspect or --resize')
     if a.fake_quant and not a.checkpoint:
         raise UserError('--fake-quant needs --checkpoint')
     dataset = SegmentationDataset(a.data, a.split, None, cache=False)
@@ -71,11 +71,15 @@ def cmd_eval(a: argparse.Namespace) -> int:
         options.update({'fake_quant_frames': a.fake_quant, 'calibration_data': a.data}
                        if a.fake_quant else {})
     pipe = SegmentationPipeline(a.checkpoint or a.model,
-                                backend='torch' if a.checkpoint else a.backend, **options)
+                                backend='torch' if a.checkpoint else a.backend, resize=a.resize,
+                                **options)
     pairs = (dataset.load(i) for i in range(len(dataset)))
+    if a.aspect:
+        pairs = aspect_crops(pairs, a.aspect)
     report = evaluate_predictor(pipe.backend.infer, pairs, pipe.card, limit=a.limit)
     report.update({'model': str(pipe.model_path), 'data': str(a.data), 'split': a.split,
                    'frames': [s.image.name for s in dataset.samples][:report['num_images']]})
+    report.update({'resize': pipe.card.resize, 'aspect': a.aspect})
     if a.checkpoint:
         report['fake_quant_calibration_frames'] = a.fake_quant or None
     if a.json:
@@ -85,10 +89,24 @@ def cmd_eval(a: argparse.Namespace) -> int:
         save_card(pipe.card, pipe.model_path)
     num = (lambda v, f: '-' if v is None or v != v else format(v, f))   # None, nan: no pixels
     per_class = ', '.join(f'{k} {num(v, ".2f")}' for k, v in report['per_class_iou'].items())
-    print(f'{pipe.model_path} on {a.data}/{a.split}: mIoU {num(report["miou"], ".4f")}, pixel '
-          f'acc {num(report["pixel_acc"], ".4f")}, {report["num_images"]} images\n'
+    shape = f', {a.aspect} centre crops, resize {pipe.card.resize}' if a.aspect else ''
+    print(f'{pipe.model_path} on {a.data}/{a.split}{shape}: mIoU {num(report["miou"], ".4f")}, '
+          f'pixel acc {num(report["pixel_acc"], ".4f")}, {report["num_images"]} images\n'
           f'per class: {per_class}')
     return 0
+
+
+def aspect_crops(pairs, aspect: str):
+    """Yield each (image, labels) pair cut to its centre at ``aspect`` (``16:9``)."""
+    from vit_seg_node.core.processing import aspect_crop_box, parse_aspect
+
+    try:
+        ratio = parse_aspect(aspect)
+    except ValueError as exc:
+        raise UserError(f'--aspect: {exc}') from None
+    for image, labels in pairs:
+        y0, x0, h, w = aspect_crop_box(image.shape[0], image.shape[1], ratio)
+        yield image[y0:y0 + h, x0:x0 + w], labels[y0:y0 + h, x0:x0 + w]
 
 
 def cmd_models(a: argparse.Namespace) -> int:
@@ -238,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def resize_arg(p: argparse.ArgumentParser) -> None:
+    """Add ``--resize``: how a frame of another aspect ratio fits the model input."""
+    p.add_argument('--resize', default='card', choices=['card', 'stretch', 'letterbox', 'crop'],
+                   help='fit frames by the model card\'s choice, stretching, letterboxing or '
+                        'cropping the centre (masks keep the frame size)')
+
+
 def _add_model_commands(sub) -> None:
     """Add infer, eval, models and build-engine."""
     p = sub.add_parser('infer', help='segment one image')
@@ -247,6 +272,7 @@ def _add_model_commands(sub) -> None:
     p.add_argument('--overlay', help='also write the mask blended over the image')
     p.add_argument('--labels', help='also write the class-id map (mono PNG)')
     p.add_argument('--alpha', type=float_in(0.0, 1.0), default=0.5)
+    resize_arg(p)
     p.add_argument('--backend', default='auto')
     p.add_argument('--threads', type=THREADS, default=0)
     p.set_defaults(func=cmd_infer)
@@ -268,6 +294,9 @@ def _add_model_commands(sub) -> None:
                         'frames of the fit split')
     p.add_argument('--record', action='store_true',
                    help='also store the report as the metrics of the model card')
+    resize_arg(p)
+    p.add_argument('--aspect', metavar='W:H',
+                   help='score centre crops of this aspect ratio (16:9: a wide camera)')
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser('models', help='list the shipped models (or print one\'s path)')

@@ -62,6 +62,13 @@ def load_model_card(path: Path, backend: str = 'auto') -> ModelCard:
     return load_card(path)
 
 
+def with_resize(card: ModelCard, resize: str) -> ModelCard:
+    """Return ``card`` fitting frames by ``resize`` (stretch, letterbox, crop; card: its own)."""
+    if resize in ('card', card.resize):
+        return card
+    return dataclasses.replace(card, resize=resize).validate()
+
+
 @dataclasses.dataclass
 class Segmentation:
     """One result: the class map, the resize geometry and the stage timings in ms."""
@@ -88,17 +95,20 @@ def tuned_options(card: ModelCard, options: dict) -> dict:
 class SegmentationPipeline:
     """Loads a model and its card once; segments RGB uint8 images, one caller at a time.
 
+    ``resize``: how frames of another aspect ratio than the model's fit its input (the card's
+    choice unless given: ``with_resize``).
+
     Pre-processing writes into buffers kept between calls (``core.processing.Preprocessor``).
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, backend: str = 'auto',
-                 **backend_options) -> None:
+                 resize: str = 'card', **backend_options) -> None:
         path = resolve_model(model_path)
         if not path.is_file():
             raise UserError(f'model file not found: {path} (shipped models, by name: '
                             f'{", ".join(shipped_models())})')
         self.model_path = path
-        self.card: ModelCard = load_model_card(path, backend)
+        self.card: ModelCard = with_resize(load_model_card(path, backend), resize)
         self.options = tuned_options(self.card, backend_options)
         self.backend: Backend = create_backend(path, self.card, backend, **self.options)
         self._preprocess = Preprocessor(self.card)

@@ -23,7 +23,7 @@ from vit_seg_node.core.schema import SchemaError
 
 CARD_FORMAT = 'vit_seg_node/model-card/1'
 CARD_SUFFIX = '.card.yaml'
-RESIZE_MODES = ('stretch', 'letterbox')
+RESIZE_MODES = ('stretch', 'letterbox', 'crop')   # crop: the centre, at the input's aspect
 OUTPUT_KINDS = ('logits', 'labels')
 PRECISIONS = ('fp32', 'fp16', 'int8', 'mixed')   # precision.default
 MAX_THREADS = 256        # CPU threads a backend may be asked for (the node's ``threads`` range)

@@ -15,6 +15,8 @@ import numpy as np
 
 from vit_seg_node.core.card import ModelCard
 
+UNSEEN = 255    # mask value of source pixels outside a centre crop (no class predicted)
+
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
@@ -24,6 +26,8 @@ class Geometry:
     src_width: int
     # Region of the network input that holds the image (y0, x0, h, w); the whole input for stretch.
     roi: tuple[int, int, int, int]
+    # Region of the source the network sees (y0, x0, h, w): the whole image unless cropped.
+    crop: Optional[tuple[int, int, int, int]] = None
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -42,9 +46,16 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 def fit_geometry(src_h: int, src_w: int, dst_h: int, dst_w: int, mode: str) -> Geometry:
-    """Return the placement of a ``src`` image in a ``dst`` network input."""
+    """Return the placement of a ``src`` image in a ``dst`` network input.
+
+    stretch: the whole image, scaled to the input; letterbox: the whole image at its aspect
+    ratio, padded; crop: the centre of the image at the input's aspect ratio, the rest unseen.
+    """
     if mode == 'stretch':
         return Geometry(src_h, src_w, (0, 0, dst_h, dst_w))
+    if mode == 'crop':
+        return Geometry(src_h, src_w, (0, 0, dst_h, dst_w), aspect_crop_box(src_h, src_w,
+                                                                            dst_w / dst_h))
     scale = min(dst_h / src_h, dst_w / src_w)
     h, w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
     y0, x0 = (dst_h - h) // 2, (dst_w - w) // 2
@@ -61,6 +72,9 @@ def resize_to_input(image: np.ndarray, card: ModelCard,
     image = check_image(image)
     geo = fit_geometry(image.shape[0], image.shape[1], card.input_height, card.input_width,
                        card.resize)
+    if geo.crop is not None:
+        cy, cx, ch, cw = geo.crop
+        image = image[cy:cy + ch, cx:cx + cw]
     y0, x0, h, w = geo.roi
     full = (h, w) == (card.input_height, card.input_width)
     if (h, w) != image.shape[:2]:
@@ -150,20 +164,47 @@ def nearest_rows(src: int, dst: int) -> np.ndarray:
 
 
 def restore_labels(labels: np.ndarray, geo: Geometry) -> np.ndarray:
-    """Crop the letterbox and resize a network-size label map back to the source image size.
+    """Return a network-size label map at the source image size.
 
-    Nearest neighbour on the uint8 labels, never on logits. When only the height differs (a
-    stretched 480x360 frame and a 480x352 network), the rows are gathered with a cached
-    index (``nearest_rows``: 0.03 ms against OpenCV's 0.2 ms for 480x352 -> 480x360 on a 2-core
-    AMD EPYC), with the same result as ``cv2.resize(..., INTER_NEAREST)``, which does the rest.
+    The letterbox is cut off; a centre crop's label map is placed where the crop came from, and
+    the source pixels the network did not see get ``UNSEEN`` (255, no class). Nearest neighbour
+    on the uint8 labels, never on logits. When only the height differs (a stretched 480x360
+    frame and a 480x352 network), the rows are gathered with a cached index (``nearest_rows``:
+    0.03 ms against OpenCV's 0.2 ms for 480x352 -> 480x360 on a 2-core AMD EPYC), with the same
+    result as ``cv2.resize(..., INTER_NEAREST)``, which does the rest.
     """
     y0, x0, h, w = geo.roi
     labels = labels[y0:y0 + h, x0:x0 + w]
-    if labels.shape == (geo.src_height, geo.src_width):
+    cy, cx, ch, cw = geo.crop or (0, 0, geo.src_height, geo.src_width)
+    if labels.shape != (ch, cw):
+        labels = np.take(labels, nearest_rows(h, ch), axis=0) if w == cw else \
+            cv2.resize(labels, (cw, ch), interpolation=cv2.INTER_NEAREST)
+    if geo.crop is None:
         return labels
-    if w == geo.src_width:
-        return np.take(labels, nearest_rows(h, geo.src_height), axis=0)
-    return cv2.resize(labels, (geo.src_width, geo.src_height), interpolation=cv2.INTER_NEAREST)
+    full = np.full((geo.src_height, geo.src_width), UNSEEN, np.uint8)
+    full[cy:cy + ch, cx:cx + cw] = labels
+    return full
+
+
+def aspect_crop_box(height: int, width: int, aspect: float) -> tuple[int, int, int, int]:
+    """Return the centred (y0, x0, h, w) box of ``width / height == aspect`` in an image."""
+    if width / height > aspect:
+        w = max(1, round(height * aspect))
+        return 0, (width - w) // 2, height, w
+    h = max(1, round(width / aspect))
+    return (height - h) // 2, 0, h, width
+
+
+def parse_aspect(text: str) -> float:
+    """Return the ratio of an aspect written ``W:H`` (``16:9``); ValueError otherwise."""
+    w, sep, h = text.partition(':')
+    try:
+        width, height = float(w), float(h)
+    except ValueError:
+        width = height = 0.0
+    if not (sep and 0 < width < float('inf') and 0 < height < float('inf')):
+        raise ValueError(f'aspect must be W:H with positive numbers, got {text!r}')
+    return width / height
 
 
 def postprocess(output: np.ndarray, geo: Geometry, card: ModelCard) -> np.ndarray:

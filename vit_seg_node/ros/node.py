@@ -44,6 +44,7 @@ from vit_seg_node.ros.arrival import ArrivalWatch, silent_level
 from vit_seg_node.ros.cameras import Camera, remapped_single_inputs
 from vit_seg_node.ros.convert import compressed_to_rgb, fill_image, FrameError, from_serialized, \
     image_to_rgb, mask_message, ros_header
+from vit_seg_node.ros.labels import declare_label_parameters, label_info_publisher
 from vit_seg_node.ros.params import descriptor, PARAMETERS, usage_text, validate_parameter
 from vit_seg_node.ros.spin import run_node, StartupError
 from vit_seg_node.ros.transport import camera_hint, profile_in_use
@@ -110,12 +111,13 @@ def scaled_camera_info(info: CameraInfo, geo, out_h: int, out_w: int, header) ->
     out.height, out.width = out_h, out_w
     out.distortion_model, out.d, out.r = info.distortion_model, info.d, info.r
     y0, x0, h, w = geo.roi
+    cy, cx, ch, cw = geo.crop or (0, 0, geo.src_height, geo.src_width)
     if (out_h, out_w) == (geo.src_height, geo.src_width):
         sx = sy = 1.0
         ox = oy = 0.0
     else:
-        sx, sy = w / geo.src_width, h / geo.src_height
-        ox, oy = float(x0), float(y0)
+        sx, sy = w / cw, h / ch
+        ox, oy = x0 - cx * sx, y0 - cy * sy
     k = list(info.k)
     k[0], k[2], k[4], k[5] = k[0] * sx, k[2] * sx + ox, k[4] * sy, k[5] * sy + oy
     p = list(info.p)
@@ -138,6 +140,7 @@ class SegmentationCore:
     cameras: list[Camera] = []
     _worker: Optional[LatestFrameWorker] = None
     _accepting = False
+    _label_pub = None      # ~/label_info, where vision_msgs is installed
 
     # ------------------------------------------------------------------ set-up, tear-down
     def _declare_parameters(self) -> None:
@@ -166,9 +169,12 @@ class SegmentationCore:
         """Load and warm up every rung of the ladder; UserError when a model cannot load."""
         p = self.params
         rungs = [SegmentationPipeline(m, backend=p['backend'], threads=p['threads'],
-                                      spinning=p['cpu_spinning'])
+                                      spinning=p['cpu_spinning'], resize=p['resize'])
                  for m in self._model_paths()]
         check_rungs(rungs)
+        declare_label_parameters(self, rungs[0].card)
+        if self._label_pub is None:
+            self._label_pub = label_info_publisher(self, rungs[0].card, self.create_publisher)
         self.ladder = LadderController(reference_latencies_ms(rungs), p['latency_budget_ms'],
                                        now=time.monotonic())
         self.rungs = rungs

@@ -49,6 +49,10 @@ PARAMETERS: dict[str, Param] = {
                      read_only=True),
     'input_transport': Param('raw', 'raw: subscribe image; compressed: image/compressed',
                              read_only=True, choices=('raw', 'compressed')),
+    'resize': Param('card', 'how frames of another aspect ratio than the model input fit it: '
+                            'card (the model card\'s choice), stretch, letterbox (padded), crop '
+                            '(the centre; mask 255 outside it); masks keep the camera size',
+                    read_only=True, choices=('card', 'stretch', 'letterbox', 'crop')),
     'output_resolution': Param('input', 'input: masks at the camera resolution; network: at '
                                         'the model input size', choices=('input', 'network')),
     'max_fps': Param(0.0, 'accept at most this many frames per second (0: no limit)',
