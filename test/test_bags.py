@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 from pathlib import Path
 import shutil
 import signal
@@ -147,15 +148,22 @@ def test_unreadable_bag_is_one_line_error(tmp_path):
 
 
 def test_demo_runs_on_a_shortened_bag(tmp_path):
-    # at the recorded 1 Hz: the FP32 model answers every frame even on a busy machine (at the
-    # demo's default 4x, a frame can be replaced while the previous one is processed)
-    r = subprocess.run(VIT_SEG + ['demo', '--out', str(tmp_path), '--limit', '5', '--rate', '1',
-                                  '--domain-id', str(DOMAIN), '--threads', '1'],
-                       capture_output=True, text=True, timeout=300)
+    """The fast model, warmed up, on $ROS_DOMAIN_ID; a run over 5 s prints its progress."""
+    from vit_seg_node.core.card import load_card
+    from vit_seg_node.pipeline import shipped_models
+
+    # at the recorded 1 Hz every frame is answered even on a busy machine (at the demo's
+    # default 4x, a frame can be replaced while the previous one is processed)
+    r = subprocess.run(VIT_SEG + ['demo', '--out', str(tmp_path), '--limit', '7', '--rate', '1',
+                                  '--threads', '1', '--warmup', '2'],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'ROS_DOMAIN_ID': str(DOMAIN)})
     assert r.returncode == 0, r.stdout + r.stderr
+    assert f'ROS domain {DOMAIN}, after 2 warm-up frames' in r.stdout
+    assert 'replay: ' in r.stderr and ' answered, ' in r.stderr       # progress
     rep = json.loads((tmp_path / 'replay.json').read_text())
-    assert rep['num_frames'] == 5 and rep['answered'] == 5
-    assert rep['miou'] > 0.3
+    assert rep['num_frames'] == 7 and rep['answered'] == 7      # warm-up frames not counted
+    assert rep['model'] == load_card(shipped_models()['fast']).name and rep['miou'] > 0.3
     assert '| frames |' in r.stdout
 
 

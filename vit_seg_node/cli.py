@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from importlib import metadata
+import os
 from pathlib import Path
 import shlex
 import sys
@@ -23,6 +24,7 @@ from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.io import write_json
 
 COMMANDS_GROUP = 'vit_seg.commands'
+DEMO_DOMAIN = 57     # the demo's own ROS domain when ROS_DOMAIN_ID is not set
 
 
 def command_line() -> str:
@@ -201,6 +203,17 @@ def cmd_replay(a: argparse.Namespace) -> int:
     return 0
 
 
+def env_domain(default: int) -> int:
+    """Return ``$ROS_DOMAIN_ID`` when set, else ``default``; UserError if it is not a domain."""
+    value = os.environ.get('ROS_DOMAIN_ID', '').strip()
+    if not value:
+        return default
+    try:
+        return DOMAIN_ID(value)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise UserError(f'ROS_DOMAIN_ID: {exc}') from None
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     """Replay the shipped sample bag through the node with the shipped model."""
     from vit_seg_node.eval.replay import replay
@@ -208,10 +221,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
     bag = DATA_DIR / 'bags' / 'camvid_val_sample'
     out = Path(a.out)
-    print(f'demo: replaying {bag} through vit_seg_node ({a.model or "shipped model"}) at '
-          f'x{a.rate}, ROS domain {a.domain_id}...', flush=True)
+    domain = a.domain_id if a.domain_id is not None else env_domain(DEMO_DOMAIN)
+    print(f'demo: replaying {bag} through vit_seg_node (model {a.model}) at x{a.rate}, ROS '
+          f'domain {domain}, after {a.warmup} warm-up frames...', flush=True)
     r = replay(bag, out / 'replay.json', model=a.model, rate=a.rate, limit=a.limit,
-               threads=a.threads, domain=a.domain_id, qos='reliable')
+               threads=a.threads, domain=domain, qos='reliable', warmup=a.warmup)
     _print_replay(r)
     print(f'demo: report in {out}/replay.json, replay.md and replay_overlay_*.png')
     return 0 if r['answered'] > 0 else 1
@@ -377,10 +391,13 @@ def _add_bag_commands(sub) -> None:
 
     p = sub.add_parser('demo', help='replay the shipped sample bag through the node')
     p.add_argument('--out', default='runs/demo')
-    p.add_argument('--model', help='model for the node; default: the shipped default.onnx '
-                                   '(also shipped: fast.onnx, see the README)')
-    p.add_argument('--domain-id', type=DOMAIN_ID, default=57,
-                   help='isolated ROS domain of the demo')
+    p.add_argument('--model', default='fast',
+                   help='model for the node: a shipped name (fast, mid, default) or a file; '
+                        'default: fast')
+    p.add_argument('--domain-id', type=DOMAIN_ID, default=None,
+                   help=f'ROS domain of the demo (default: $ROS_DOMAIN_ID, else {DEMO_DOMAIN})')
+    p.add_argument('--warmup', type=int_in(0, 100), default=5,
+                   help='frames sent through the node before the timed replay')
     replay_args(p)
     p.set_defaults(func=cmd_demo, rate=4.0)
 

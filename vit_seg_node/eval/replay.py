@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+import struct
 import sys
 import time
 from typing import Any, Optional
@@ -34,6 +35,9 @@ from vit_seg_node.core.stats import percentiles
 MASK_TOPIC = '/vit_seg_node/class_mask'
 
 
+PROGRESS_EVERY_S = 5.0
+
+
 def log(msg: str) -> None:
     """Print a progress/warning line to stderr."""
     print(f'replay: {msg}', file=sys.stderr, flush=True)
@@ -48,6 +52,14 @@ class BagContents:
     gt: dict[int, np.ndarray]
     skipped: collections.Counter
     num_images: int
+
+
+def with_stamp(cdr: bytes, sec: int, nanosec: int) -> bytes:
+    """Return a serialized message with a header first (Image, CompressedImage), restamped."""
+    out = bytearray(cdr)
+    order = '<' if out[1] == 1 else '>'           # CDR encapsulation: 0x0001 little endian
+    struct.pack_into(order + 'iI', out, 4, sec, nanosec)
+    return bytes(out)
 
 
 def stamp_ns(header) -> int:
@@ -162,13 +174,16 @@ def replay(bag: str | os.PathLike, out_json: str | os.PathLike, model: Optional[
            limit: Optional[int] = None, drain_s: float = 10.0, threads: int = 0,
            overlays: int = 3, domain: Optional[int] = None, backend: str = 'auto',
            node_extra: Optional[dict[str, Any]] = None,
-           cpu_load: Optional[tuple[int, float, float]] = None) -> dict:
+           cpu_load: Optional[tuple[int, float, float]] = None, warmup: int = 0) -> dict:
     """Replay ``bag`` through the node and write JSON, Markdown and overlay PNGs.
 
     ``node_extra``: more parameters for the node it starts (``latency_budget_ms``,
     ``model_ladder``...). ``cpu_load``: ``(workers, start_s, stop_s)`` busy processes running
     from ``start_s`` to ``stop_s`` seconds after the first frame; the report then has a timeline
     and per-phase latencies (before, under load after 2 s of adaptation, 5 s after it stopped).
+    ``warmup``: frames sent through the node (each answered) before the replay, not scored: the
+    first frames of a fresh process are slow (caches, lazy imports, page faults). A long run
+    prints its progress every ``PROGRESS_EVERY_S`` seconds on stderr.
     """
     from rclpy.qos import qos_profile_sensor_data
 
@@ -193,6 +208,7 @@ def replay(bag: str | os.PathLike, out_json: str | os.PathLike, model: Optional[
             runner = NodeProcess(domain, params, topic_remaps(contents.image_topic, compressed))
             runner.wait_ready(probe)
         session = _Session(probe, contents, ros_qos, overlays)
+        session.warm_up(bag, warmup)
         session.play(bag, rate, limit, load, cpu_load[1:] if cpu_load else None)
         session.drain(drain_s)
         node_alive = runner.alive() if runner else True
@@ -234,12 +250,8 @@ class _Session:
             :, :msg.width].copy()
         self.answers.setdefault(stamp_ns(msg.header), (time.monotonic(), arr))
 
-    def play(self, bag, rate: float, limit: Optional[int], load=None,
-             window: Optional[tuple[float, float]] = None) -> None:
-        """Publish the image messages with the recorded timing scaled by ``rate``.
-
-        ``load`` (a ``CpuLoad``) runs during ``window`` (seconds after the first frame).
-        """
+    def _wait_subscribed(self) -> None:
+        """Return once the node subscribes the image topic and publishes masks."""
         from vit_seg_node.eval.harness import wait_for
 
         node = self.probe.node
@@ -247,7 +259,37 @@ class _Session:
                         and node.count_publishers(MASK_TOPIC) > 0, 30):
             raise UserError('the node never subscribed to ' + self.contents.image_topic)
         time.sleep(0.5)  # let the node's publisher match our subscription too
+
+    def warm_up(self, bag, frames: int, timeout: float = 30.0) -> None:
+        """Send the bag's first frame ``frames`` times (stamps 1, 2, ... ns), each answered."""
+        from vit_seg_node.eval.harness import wait_for
+
+        if frames <= 0:
+            return
+        self._wait_subscribed()
+        reader = open_reader(bag)
+        try:
+            conn = [c for c in reader.connections if c.topic == self.contents.image_topic]
+            raw = next(iter(read_messages(reader, conn, collections.Counter())), None)
+        finally:
+            reader.close()
+        if raw is None:
+            return
+        for k in range(1, frames + 1):
+            self.pub.publish(with_stamp(bytes(raw[2]), 0, k))
+            wait_for(lambda: k in self.answers, timeout)
+        for k in range(1, frames + 1):
+            self.answers.pop(k, None)
+
+    def play(self, bag, rate: float, limit: Optional[int], load=None,
+             window: Optional[tuple[float, float]] = None) -> None:
+        """Publish the image messages with the recorded timing scaled by ``rate``.
+
+        ``load`` (a ``CpuLoad``) runs during ``window`` (seconds after the first frame).
+        """
+        self._wait_subscribed()
         ts = typestore()
+        shown = time.monotonic()
         reader = open_reader(bag)
         try:
             conn = [c for c in reader.connections if c.topic == self.contents.image_topic]
@@ -275,6 +317,10 @@ class _Session:
                 self.pub.publish(bytes(raw))
                 if len(self.images) < self.overlays:
                     self.images[stamp] = bytes(raw)
+                if time.monotonic() - shown >= PROGRESS_EVERY_S:
+                    shown = time.monotonic()
+                    log(f'replay: {len(self.sent)} frames sent, {len(self.answers)} answered, '
+                        f'{shown - wall0:.0f} s')
         finally:
             reader.close()
 
