@@ -164,3 +164,25 @@ def test_shipped_models_are_taken_by_name(tmp_path):
         r = subprocess.run([str(Path(sys.executable).parent / 'vit-seg'), 'models', '--path',
                             name], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and r.stdout.strip() == str(fast), r.stderr
+
+
+def test_vit_seg_param_gets_and_sets_like_ros2_param(tiny_model):
+    exe = str(Path(sys.executable).parent / 'vit-seg')
+    env = {**os.environ, 'ROS_DOMAIN_ID': str(DOMAIN)}
+
+    def param(*args):
+        return subprocess.run([exe, 'param', *args], capture_output=True, text=True,
+                              timeout=60, env=env)
+    probe = Probe(DOMAIN)
+    try:
+        with node_process(probe, DOMAIN, {'model_path': tiny_model, 'threads': 1}):
+            r = param('get', '/vit_seg_node', 'class_names')
+            assert r.returncode == 0 and r.stdout.startswith("['Sky'"), r.stderr
+            assert param('set', '/vit_seg_node', 'max_fps', '5.0').returncode == 0
+            assert param('get', '/vit_seg_node', 'max_fps').stdout.strip() == '5.0'
+            r = param('set', '/vit_seg_node', 'max_fps', '5000.0')
+            assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'refused' in r.stderr
+            r = param('get', '/vit_seg_node', 'nope')
+            assert r.returncode == 2 and 'no parameter nope' in r.stderr
+    finally:
+        probe.close()

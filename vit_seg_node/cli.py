@@ -37,7 +37,7 @@ def cmd_infer(a: argparse.Namespace) -> int:
     """Segment one image and write its colour mask (and optionally an overlay)."""
     from vit_seg_node.pipeline import (check_image_path, read_rgb, SegmentationPipeline,
                                        write_image)
-    from vit_seg_node.core.processing import colorize, overlay
+    from vit_seg_node.core.processing import colorize, overlay, with_legend
 
     for path in (a.out, a.overlay, a.labels):   # every output checked before any is written
         if path:
@@ -48,7 +48,8 @@ def cmd_infer(a: argparse.Namespace) -> int:
     color = colorize(result.labels, pipe.card)
     write_image(a.out, color)
     if a.overlay:
-        write_image(a.overlay, overlay(image, color, a.alpha))
+        blended = overlay(image, color, a.alpha)
+        write_image(a.overlay, with_legend(blended, pipe.card) if a.legend else blended)
     if a.labels:
         write_image(a.labels, result.labels)
     print(f'{a.out}: {image.shape[1]}x{image.shape[0]}, pre {result.pre_ms:.1f} ms, '
@@ -198,7 +199,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
     r = replay(a.bag, a.json, model=a.model, node_running=a.node_running, rate=a.rate,
                image_topic=a.image_topic, gt_topic=a.gt_topic, qos=a.qos, limit=a.limit,
                threads=a.threads, domain=a.domain_id, backend=a.backend, node_extra=extra,
-               cpu_load=load)
+               cpu_load=load, warmup=a.warmup)
     _print_replay(r)
     return 0
 
@@ -229,6 +230,22 @@ def cmd_demo(a: argparse.Namespace) -> int:
     _print_replay(r)
     print(f'demo: report in {out}/replay.json, replay.md and replay_overlay_*.png')
     return 0 if r['answered'] > 0 else 1
+
+
+def cmd_param(a: argparse.Namespace) -> int:
+    """Get or set a running node's parameter (what ``ros2 param get|set`` do)."""
+    from vit_seg_node.eval.param_client import get_parameter, set_parameter
+
+    if a.action == 'get':
+        if a.value is not None:
+            raise UserError('param get takes NODE NAME only')
+        print(get_parameter(a.node, a.name))
+    else:
+        if a.value is None:
+            raise UserError('param set needs NODE NAME VALUE')
+        set_parameter(a.node, a.name, a.value)
+        print(f'set {a.name} on {a.node}')
+    return 0
 
 
 def cmd_bench_node(a: argparse.Namespace) -> int:
@@ -284,6 +301,8 @@ def _add_model_commands(sub) -> None:
     p.add_argument('--image', required=True)
     p.add_argument('--out', required=True, help='colour mask PNG (same size as the image)')
     p.add_argument('--overlay', help='also write the mask blended over the image')
+    p.add_argument('--legend', action='store_true',
+                   help='put the classes and their colours beside the overlay')
     p.add_argument('--labels', help='also write the class-id map (mono PNG)')
     p.add_argument('--alpha', type=float_in(0.0, 1.0), default=0.5)
     resize_arg(p)
@@ -344,10 +363,13 @@ def _add_bag_commands(sub) -> None:
     p.add_argument('--overwrite', action='store_true')
     p.set_defaults(func=cmd_make_bag)
 
-    def replay_args(p: argparse.ArgumentParser) -> None:
+    def replay_args(p: argparse.ArgumentParser, warmup: int = 0) -> None:
         p.add_argument('--rate', type=RATE, default=1.0, help='playback speed factor')
         p.add_argument('--limit', type=COUNT, default=None, help='play only the first N frames')
         p.add_argument('--threads', type=THREADS, default=0, help='backend threads of the node')
+        p.add_argument('--warmup', type=int_in(0, 100), default=warmup,
+                       help='frames sent through the node (and answered) before the timed '
+                            'replay, not scored')
 
     p = sub.add_parser('replay', help='play a bag through the node and score it')
     p.add_argument('--bag', required=True)
@@ -389,6 +411,14 @@ def _add_bag_commands(sub) -> None:
                    help="the node's and the relay's zero_copy")
     p.set_defaults(func=cmd_bench_node)
 
+    p = sub.add_parser('param', help="a running node's parameter, on $ROS_DOMAIN_ID (what "
+                                     "`ros2 param get|set` do, without a sourced ROS 2)")
+    p.add_argument('action', choices=['get', 'set'])
+    p.add_argument('node', help='the node\'s full name, e.g. /vit_seg_node')
+    p.add_argument('name')
+    p.add_argument('value', nargs='?', help='for set: the value, read as YAML (80, 80.0, true)')
+    p.set_defaults(func=cmd_param)
+
     p = sub.add_parser('demo', help='replay the shipped sample bag through the node')
     p.add_argument('--out', default='runs/demo')
     p.add_argument('--model', default='fast',
@@ -396,9 +426,7 @@ def _add_bag_commands(sub) -> None:
                         'default: fast')
     p.add_argument('--domain-id', type=DOMAIN_ID, default=None,
                    help=f'ROS domain of the demo (default: $ROS_DOMAIN_ID, else {DEMO_DOMAIN})')
-    p.add_argument('--warmup', type=int_in(0, 100), default=5,
-                   help='frames sent through the node before the timed replay')
-    replay_args(p)
+    replay_args(p, warmup=5)
     p.set_defaults(func=cmd_demo, rate=4.0)
 
 

@@ -225,6 +225,21 @@ def colorize(labels: np.ndarray, card: ModelCard) -> np.ndarray:
     return palette_array(card)[labels]
 
 
+def with_legend(image: np.ndarray, card: ModelCard, row: int = 18) -> np.ndarray:
+    """Return an RGB image with the card's classes and colours in a white panel on its right."""
+    h, w = image.shape[:2]
+    names = card.classes
+    width = 24 + 8 * max(len(n) for n in names)
+    out = np.full((max(h, row * len(names) + 8), w + width, 3), 255, np.uint8)
+    out[:h, :w] = image
+    for i, (name, rgb) in enumerate(zip(names, card.palette)):
+        y = 6 + i * row
+        cv2.rectangle(out, (w + 6, y), (w + 18, y + 12), tuple(int(v) for v in rgb), -1)
+        cv2.putText(out, name, (w + 22, y + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
+
+
 def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float) -> np.ndarray:
     """Blend a colour mask over an RGB image (``alpha`` is the mask's weight)."""
     if image.shape != color_mask.shape:

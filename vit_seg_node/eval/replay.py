@@ -29,7 +29,7 @@ from vit_seg_node.core.card import ModelCard
 from vit_seg_node.core.io import atomic_write_text, write_json
 from vit_seg_node.core.machine import machine_line, machine_record
 from vit_seg_node.core.metrics import ConfusionMatrix
-from vit_seg_node.core.processing import colorize, overlay
+from vit_seg_node.core.processing import colorize, overlay, with_legend
 from vit_seg_node.core.stats import percentiles
 
 MASK_TOPIC = '/vit_seg_node/class_mask'
@@ -415,9 +415,10 @@ def _write_outputs(report: dict, out_json, card: ModelCard, images: dict[int, by
         if labels.shape != bgr.shape[:2]:
             bgr = cv2.resize(bgr, (labels.shape[1], labels.shape[0]))
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        out = overlay(rgb, colorize(labels, card), 0.5)
-        cv2.imwrite(str(out_json.with_name(f'{out_json.stem}_overlay_{i}.png')),
-                    cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+        from vit_seg_node.pipeline import write_image
+
+        out = with_legend(overlay(rgb, colorize(labels, card), 0.5), card)
+        write_image(out_json.with_name(f'{out_json.stem}_overlay_{i}.png'), out)
 
 
 def markdown(r: dict) -> str:
