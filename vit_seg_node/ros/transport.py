@@ -77,6 +77,6 @@ def camera_hint(own: Optional[Path]) -> str:
                 f'net.core.rmem_max={4 * UDP_BUFFER_MIN}')
     elif own != NODE_PROFILE:
         fix += f', and check the Fast DDS profile of this node ({PROFILE_VAR})'
-    return ('Fast DDS loses best-effort frames larger than the publisher\'s shared-memory '
-            'segment (512 kB by default: 640x480 rgb8 is 921 kB): ' + fix +
-            '; or make the image topic reliable on both sides')
+    return ('if it publishes, its frames are lost in transport: Fast DDS loses best-effort frames '
+            'larger than the publisher\'s shared-memory segment (512 kB by default: 640x480 '
+            'rgb8 is 921 kB); ' + fix + '; or make the image topic reliable on both sides')
