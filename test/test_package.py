@@ -26,7 +26,8 @@ def repo_files() -> list[str]:
 SHIPPED = ('data/models/default.onnx', 'data/models/default.card.yaml', 'data/models/fast.onnx',
            'data/models/fast.card.yaml', 'data/models/mid.onnx', 'data/models/cpu.ladder.yaml',
            'data/bags/camvid_val_sample/metadata.yaml',
-           'data/bags/camvid_val_sample/camvid_val_sample.mcap')
+           'data/bags/camvid_val_sample/camvid_val_sample.mcap',
+           'data/fastdds/node.xml', 'data/fastdds/large_frames.xml')
 
 
 def copy_source(dest: Path) -> Path:
@@ -66,7 +67,8 @@ def test_colcon_build_installs_executables_share_models_and_bag(tmp_path):
     for exe in ('lib/vit_seg_node/vit_seg_node', 'lib/vit_seg_node/vit-seg'):
         assert os.access(inst / exe, os.X_OK), exe
     share = inst / 'share' / 'vit_seg_node'
-    for f in ('package.xml', 'launch/vit_seg.launch.py', 'config/vit_seg.yaml'):
+    for f in ('package.xml', 'launch/vit_seg.launch.py', 'config/vit_seg.yaml',
+              'config/large_frames.xml'):
         assert (share / f).is_file(), f
     assert (inst / 'share/ament_index/resource_index/packages/vit_seg_node').is_file()
     site = next((inst / 'lib').glob('python3*/site-packages'))
