@@ -169,9 +169,9 @@ def restore_labels(labels: np.ndarray, geo: Geometry) -> np.ndarray:
     The letterbox is cut off; a centre crop's label map is placed where the crop came from, and
     the source pixels the network did not see get ``UNSEEN`` (255, no class). Nearest neighbour
     on the uint8 labels, never on logits. When only the height differs (a stretched 480x360
-    frame and a 480x352 network), the rows are gathered with a cached index (``nearest_rows``:
-    0.03 ms against OpenCV's 0.2 ms for 480x352 -> 480x360 on a 2-core AMD EPYC), with the same
-    result as ``cv2.resize(..., INTER_NEAREST)``, which does the rest.
+    frame and a 480x352 network), the rows are gathered with a cached index (``nearest_rows``;
+    ``experiments/frame_path.py`` times both), with the same result as ``cv2.resize(...,
+    INTER_NEAREST)``, which does the rest.
     """
     y0, x0, h, w = geo.roi
     labels = labels[y0:y0 + h, x0:x0 + w]
