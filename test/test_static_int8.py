@@ -172,3 +172,12 @@ def test_reduced_model_uniform_int8_runs_close(tiny_neighbor, camvid_mini, tmp_p
     ref = create_backend(fp32, card, threads=1).infer(calib[0])
     got = create_backend(out, card, threads=1).infer(calib[0])
     assert np.mean(got.argmax(1) == ref.argmax(1)) > 0.9
+
+
+def test_int8_operand_range_is_halved_without_vnni():
+    """AVX2's U8S8 kernel sums pairs in int16: without VNNI the int8 side stays within 63."""
+    from vit_seg_optimize.static_int8 import s8_limit
+
+    assert s8_limit(['avx2', 'fma']) == 63
+    assert s8_limit(['avx2', 'avx512_vnni']) == 127 and s8_limit(['amx_int8']) == 127
+    assert 255 * s8_limit(['avx2']) * 2 <= 32767 < 255 * s8_limit(['avx_vnni']) * 2

@@ -38,6 +38,7 @@ from vit_seg_node.backends.onnxruntime_backend import make_session
 from vit_seg_node.core.errors import UserError
 from vit_seg_optimize.onnx_io import load_onnx
 from vit_seg_node.core.io import atomic_write_bytes
+from vit_seg_node.core.machine import cpu_model_and_flags
 
 # operators that only move elements: they commute with a per-tensor quantization
 LAYOUT_OPS = ('Transpose', 'Squeeze', 'Unsqueeze', 'Reshape')
@@ -158,8 +159,22 @@ def _u8_params(lo: float, hi: float) -> tuple[float, int]:
     return scale, int(np.clip(round(-lo / scale), 0, 255))
 
 
-def _s8_scale(lo: float, hi: float) -> float:
-    return max(abs(lo), abs(hi), 1e-8) / 127.0
+def s8_limit(flags: Optional[list[str]] = None) -> int:
+    """Return the largest magnitude of the int8 operand on this CPU: 127, or 63 without VNNI.
+
+    Without VNNI (AVX2 alone, e.g. some AMD EPYC guests) ONNX Runtime's U8S8 kernel adds pairs
+    of uint8 x int8 products in int16 (``vpmaddubsw``), which saturates above 32767: 255 x 127 x
+    2 does, 255 x 63 x 2 does not. This is ONNX Runtime's own ``reduce_range`` remedy; with VNNI
+    or AMX the products accumulate in int32 and the full range is used.
+    """
+    if flags is None:
+        flags = cpu_model_and_flags()[1]
+    fast = {'avx512_vnni', 'avx_vnni', 'amx_int8', 'avx512vnni'}
+    return 127 if fast & set(flags) else 63
+
+
+def _s8_scale(lo: float, hi: float, limit: int) -> float:
+    return max(abs(lo), abs(hi), 1e-8) / float(limit)
 
 
 def _multiplier(g, ranges: dict, name: str) -> Optional[float]:
@@ -226,7 +241,7 @@ def _rewrite_matmul(n, gr: '_Graph', g, ranges: dict, dropped: set[int]) -> tupl
     a, b = n.input[:2]
     pre = n.name
     sa, za = _u8_params(*ranges[a])   # a softmax output: [0, clip], zero point 0
-    sb = _s8_scale(*ranges[b])
+    sb = _s8_scale(*ranges[b], s8_limit())
     a_src, sa_src, a_layout = _fold(gr, g, ranges, a, sa, dropped)
     b_src, sb_src, b_layout = _fold(gr, g, ranges, b, sb, dropped)
     nodes_a, inits_a, qa = _quantized_operand(pre, 'a', a_src, sa_src, za, np.uint8, a_layout)

@@ -219,7 +219,7 @@ class NeighborMerge(Policy):
         window = float(self.params.get('window_first', 0.0))
         n0 = n = grid[0] * grid[1]
         out: list[Optional[Step]] = [None] * depth
-        if any(not 0 <= loc < depth for loc in locations):
+        if (ratio > 0 or window > 0) and any(not 0 <= loc < depth for loc in locations):
             raise ValueError(f'neighbour merge locations {locations} must be blocks 0..{depth - 1}')
         if window > 0:
             out = WindowMerge(merge_fraction=window, at=locations[0]).schedule(grid, depth)
