@@ -85,3 +85,51 @@ def test_regimes_under_load_killed_leaves_no_busy_process(sig, tiny_model, tmp_p
     finally:
         proc.kill()
         end_all([b for b in busy if b.is_running()])
+
+
+def test_a_signal_inside_uninterrupted_comes_at_its_end():
+    from vit_seg_node.core.lifetime import terminate_on_sigterm, uninterrupted
+
+    old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    done = []
+    try:
+        terminate_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            with uninterrupted():
+                signal.raise_signal(signal.SIGTERM)
+                time.sleep(0.05)
+                done.append('made')         # not cut in half
+                with uninterrupted():       # nested: still held
+                    signal.raise_signal(signal.SIGINT)
+                    done.append('nested')
+                done.append('after nested')
+        assert done == ['made', 'nested', 'after nested']
+        with pytest.raises(KeyboardInterrupt):   # outside: at once
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        signal.signal(signal.SIGINT, old[1])
+
+
+@pytest.mark.parametrize('delay', [0.0, 6.0])
+def test_sigterm_to_bench_node_exits_clean(delay, tiny_model, camvid_mini):
+    """SIGTERM while its node starts (0 s after it appears) and while it times (6 s after)."""
+    proc = subprocess.Popen(VIT_SEG + ['bench-node', '--frames', str(camvid_mini), '--model',
+                                       str(tiny_model), '--runs', '4', '--gap', '30',
+                                       '--threads', '1', '--domain-id', str(DOMAIN)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    me = psutil.Process(proc.pid)
+    nodes: list = []
+    try:
+        assert wait_for(lambda: me.children(), 60, 0.05), 'bench-node started no node'
+        nodes = me.children()
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(40)
+        err = proc.stderr.read()
+        assert rc == 130 and 'terminate called' not in err and 'Traceback' not in err, (rc, err)
+        assert not end_all(nodes), 'the node outlived bench-node'
+    finally:
+        proc.kill()
+        end_all([n for n in nodes if n.is_running()])

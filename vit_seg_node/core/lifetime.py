@@ -16,12 +16,14 @@ children are started from the thread that also stops them (the main thread, here
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
 import time
+from typing import Iterator
 
 PARENT_ENV = 'VIT_SEG_PARENT'     # "pid:signal", read and removed by ``tie_to_parent``
 PR_SET_PDEATHSIG = 1              # linux/prctl.h
@@ -72,9 +74,40 @@ def busy_loop_command() -> list[str]:
             'tie_to_parent()\nwhile True:\n    pass\n']
 
 
+_held = {'depth': 0, 'pending': False}   # ``uninterrupted`` blocks open; a signal held
+
+
 def terminate_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so that ``finally`` blocks stop started children."""
+    """Turn SIGTERM and SIGINT into KeyboardInterrupt, held while ``uninterrupted`` runs.
+
+    So that ``finally`` blocks stop started children, and a signal never lands inside the
+    creation or the destruction of a DDS participant (one left half made was destroyed at exit
+    by C++ static destructors: "terminate called without an active exception").
+    """
     if threading.current_thread() is threading.main_thread():
-        def handler(signum, frame):
-            raise KeyboardInterrupt
-        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+
+
+def _interrupt(signum, frame) -> None:
+    if _held['depth']:
+        _held['pending'] = True
+        return
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT (as set by ``terminate_on_sigterm``) until the block has ended.
+
+    The KeyboardInterrupt comes at the end of the block, once what it made is assigned and can
+    be cleaned up. Use it around making and destroying what a signal must not cut in half.
+    """
+    _held['depth'] += 1
+    try:
+        yield
+    finally:
+        _held['depth'] -= 1
+    if not _held['depth'] and _held['pending']:
+        _held['pending'] = False
+        raise KeyboardInterrupt

@@ -94,8 +94,9 @@ class NodeSession:
         from rclpy.serialization import serialize_message
         from sensor_msgs.msg import Image
 
+        from vit_seg_node.core.lifetime import terminate_on_sigterm, uninterrupted
         from vit_seg_node.eval.harness import NodeProcess, Probe, reliable, \
-            reliable_overrides, terminate_on_sigterm, wait_for
+            reliable_overrides, wait_for
         from vit_seg_node.ros.convert import fill_image
 
         self.msgs = []
@@ -105,21 +106,24 @@ class NodeSession:
             m.header.frame_id = 'camera'
             m.header.stamp.nanosec = i      # which frame a mask answers
             self.msgs.append(serialize_message(m) if serialized_client else m)
-        terminate_on_sigterm()
-        self.probe = Probe(domain, f'overhead_probe_{domain}', executor)  # one name per session
         params = {'executor': executor, 'zero_copy': zero_copy,
                   **reliable_overrides('/camera/image_raw'),
                   **({} if module.endswith('relay') else {'threads': threads,
                                                           'cpu_spinning': spinning}),
                   **({'model_path': model} if model else {})}
-        self.runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'],
-                                  module=module)
         self._got = threading.Event()
         self._arrived = 0.0
         self._sent = 0
         self._in_flight = -1
         self.late = 0
+        self.probe: Optional[Probe] = None
+        self.runner: Optional[NodeProcess] = None
+        terminate_on_sigterm()
         try:
+            with uninterrupted():   # a signal here comes once both are assigned
+                self.probe = Probe(domain, f'overhead_probe_{domain}', executor)  # name: session
+                self.runner = NodeProcess(domain, params, ['-r', 'image:=/camera/image_raw'],
+                                          module=module)
             self.runner.wait_ready(self.probe)
             self.probe.node.create_subscription(Image, '/vit_seg_node/class_mask',
                                                 self._on_mask, reliable(5),
@@ -164,9 +168,14 @@ class NodeSession:
         return self.probe.last_diagnostics()
 
     def close(self) -> None:
-        """Stop the client and the node process."""
-        self.probe.close()
-        self.runner.stop()
+        """Stop the client and the node process (a signal meanwhile comes afterwards)."""
+        from vit_seg_node.core.lifetime import uninterrupted
+
+        with uninterrupted():
+            if self.probe is not None:
+                self.probe.close()
+            if self.runner is not None:
+                self.runner.stop()
 
     def __enter__(self) -> 'NodeSession':
         return self

@@ -187,8 +187,8 @@ def replay(bag: str | os.PathLike, out_json: str | os.PathLike, model: Optional[
     """
     from rclpy.qos import qos_profile_sensor_data
 
-    from vit_seg_node.eval.harness import (CpuLoad, NodeProcess, Probe, reliable,
-                                           terminate_on_sigterm)
+    from vit_seg_node.core.lifetime import terminate_on_sigterm, uninterrupted
+    from vit_seg_node.eval.harness import CpuLoad, NodeProcess, Probe, reliable
 
     if not math.isfinite(rate) or rate <= 0:
         raise UserError(f'rate must be a positive number, got {rate}')
@@ -198,14 +198,17 @@ def replay(bag: str | os.PathLike, out_json: str | os.PathLike, model: Optional[
     card = _card_for(model)
     ros_qos = qos_profile_sensor_data if qos == 'sensor_data' else reliable()
     terminate_on_sigterm()
-    probe = Probe(domain, 'vit_seg_replay')
-    runner = None
+    probe = runner = None
     load = CpuLoad(cpu_load[0]) if cpu_load else None
     try:
-        if not node_running:
-            params = {**node_params(model, contents.image_topic, compressed, qos, threads,
-                                    backend), **(node_extra or {})}
-            runner = NodeProcess(domain, params, topic_remaps(contents.image_topic, compressed))
+        with uninterrupted():   # a signal here comes once both are assigned
+            probe = Probe(domain, 'vit_seg_replay')
+            if not node_running:
+                params = {**node_params(model, contents.image_topic, compressed, qos, threads,
+                                        backend), **(node_extra or {})}
+                runner = NodeProcess(domain, params,
+                                     topic_remaps(contents.image_topic, compressed))
+        if runner:
             runner.wait_ready(probe)
         session = _Session(probe, contents, ros_qos, overlays)
         session.warm_up(bag, warmup)
@@ -213,11 +216,13 @@ def replay(bag: str | os.PathLike, out_json: str | os.PathLike, model: Optional[
         session.drain(drain_s)
         node_alive = runner.alive() if runner else True
     finally:
-        if load is not None:
-            load.stop()
-        probe.close()
-        if runner:
-            runner.stop()
+        with uninterrupted():
+            if load is not None:
+                load.stop()
+            if probe is not None:
+                probe.close()
+            if runner:
+                runner.stop()
     report = _report(contents, card, session.sent, session.answers, probe.diagnostics,
                      session.skipped, node_alive, bag, rate)
     report['node_parameters'] = node_extra or {}
