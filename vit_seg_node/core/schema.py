@@ -48,8 +48,10 @@ def number(value: Any, key: str, low: float = -math.inf, high: float = math.inf,
     ok = (is_int(value) or isinstance(value, float)) and math.isfinite(value) and \
         (low < value if low_open else low <= value) and value <= high
     if not ok:
-        lo = '(' if low_open else '['
-        rng = '' if (low, high) == (-math.inf, math.inf) else f' in {lo}{low:g}, {high:g}]'
+        if high == math.inf:
+            rng = '' if low == -math.inf else f' {">" if low_open else ">="} {low:g}'
+        else:
+            rng = f' in {"(" if low_open else "["}{low:g}, {high:g}]'
         raise _fail(key, f'a finite number{rng}', value)
     return float(value)
 
