@@ -30,6 +30,7 @@ import numpy as np
 
 from vit_seg_node.core.errors import UserError
 from vit_seg_optimize.float16 import to_float16
+from vit_seg_optimize.static_int8 import s8_limit
 from vit_seg_optimize.onnx_io import load_onnx
 from vit_seg_optimize.plan import (group_precisions, is_activation_group, node_groups,
                                    plan_int8_nodes, QUANT_OPS, resolve_plan, STATIC_CONV_GROUPS)
@@ -72,7 +73,8 @@ def quantize_dynamic_int8(fp32_path: str | os.PathLike, out_path: str | os.PathL
         return Path(out_path)
     with quiet_quantizer():
         quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(QUANT_OPS), nodes_to_quantize=nodes)
+                         op_types_to_quantize=list(QUANT_OPS), nodes_to_quantize=nodes,
+                         reduce_range=s8_limit() < 127)
     return Path(out_path)
 
 
@@ -149,6 +151,7 @@ def quantize_static_convs(fp32_path: str | os.PathLike, out_path: str | os.PathL
             quant_format=QuantFormat.QDQ, op_types_to_quantize=['Conv', 'Relu'],
             per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=list(convs) + relus,
+            reduce_range=s8_limit() < 127,
             extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
     return Path(out_path)
 
