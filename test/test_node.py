@@ -325,8 +325,11 @@ def test_bench_node_splits_overhead_into_floor_and_node(tiny_model, frames, tmp_
     assert r['answered'] == 6 and r['late_masks'] == 0
     assert r['relay_floor_ms'] and r['relay_floor_ms']['p50'] > 0
     stages = r['node_stages_p50_ms']
-    assert set(stages) == {'pre', 'infer', 'post', 'receive_to_publish', 'own'}
+    assert set(stages) == {'wait', 'pre', 'infer', 'post', 'publish', 'receive_to_publish', 'own'}
     assert 0 < stages['own'] < stages['receive_to_publish']
+    # the node's own work is made of its stages: hand-off, pre, post and publishing
+    parts = stages['wait'] + stages['pre'] + stages['post'] + stages['publish']
+    assert 0.5 * stages['own'] < parts < 2.0 * stages['own'] + 1.0
     # the floor is subtracted: the overhead above it is smaller by exactly floor / raw
     raw = r['raw_infer_ms']['p50']
     assert r['blocks'] == 4 and r['zero_copy'] is True

@@ -83,6 +83,17 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fold_input(a: argparse.Namespace) -> int:
+    """Write a model that takes the frame's bytes (``fold_input.fold_input``)."""
+    from vit_seg_node.cli import command_line
+    from vit_seg_optimize.fold_input import fold_input
+
+    card = fold_input(a.model, a.out, command_line())
+    print(f'{a.out}: takes {card.input_dtype} {card.input_layout} frames; against {a.model}: '
+          f'{card.extra["fold_check"]}')
+    return 0
+
+
 def cmd_sensitivity(a: argparse.Namespace) -> int:
     """Per-group INT8 sensitivity (mIoU drop, latency gain) and a greedy precision plan."""
     from vit_seg_node.core.card import load_card
@@ -187,6 +198,12 @@ def register(sub) -> None:
     p.add_argument('--num-calib', type=COUNT, default=16)
     p.add_argument('--method', default='minmax', choices=['minmax', 'percentile', 'entropy'])
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser('fold-input', help='fold the input normalisation into the graph '
+                                          '(uint8 frames in)')
+    p.add_argument('--model', required=True, help='ONNX model with its card (any precision)')
+    p.add_argument('--out', required=True)
+    p.set_defaults(func=cmd_fold_input)
 
     p = sub.add_parser('sensitivity', help='per-group INT8 sensitivity and a precision plan')
     p.add_argument('--model', required=True)

@@ -17,7 +17,7 @@ import torch
 from vit_seg_node.core.errors import UserError
 from vit_seg_optimize.onnx_io import load_onnx
 from vit_seg_node.core.card import ModelCard, save_card
-from vit_seg_node.core.processing import normalize, resize_to_input
+from vit_seg_node.core.processing import preprocess
 
 FORBIDDEN_OPS = {'Loop', 'If', 'Scan', 'NonZero', 'Unique', 'ScatterElements', 'ScatterND'}
 
@@ -27,8 +27,8 @@ class ExportMismatch(UserError):
 
 
 def frames_to_batches(frames: Iterable[np.ndarray], card: ModelCard) -> list[np.ndarray]:
-    """Pre-process RGB uint8 frames exactly as the runtime does (one 1x3xHxW batch each)."""
-    return [normalize(resize_to_input(f, card)[0][None], card) for f in frames]
+    """Pre-process RGB uint8 frames exactly as the runtime does (one batch of one each)."""
+    return [preprocess(f, card)[0] for f in frames]
 
 
 def graph_problems(model_path: str | os.PathLike) -> list[str]:

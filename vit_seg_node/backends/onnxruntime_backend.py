@@ -71,6 +71,26 @@ def check_output(output, card: ModelCard, model: str | os.PathLike) -> None:
                            f'the card\'s output.kind {kind!r} says ({card.num_classes} classes)')
 
 
+def input_shape(card: ModelCard) -> list[int]:
+    """Return the graph input's shape that ``card`` describes (batch, then layout)."""
+    h, w = card.input_height, card.input_width
+    return [card.batch, h, w, 3] if card.input_layout == 'NHWC' else [card.batch, 3, h, w]
+
+
+def check_input(inp, card: ModelCard) -> None:
+    """Raise BackendError unless the graph's input has the card's shape and element type.
+
+    A free (symbolic) dimension matches anything, so graphs exported with a dynamic batch run.
+    """
+    want = input_shape(card)
+    shape = [d if isinstance(d, int) else None for d in inp.shape]
+    dtype = {'tensor(float)': 'float32', 'tensor(uint8)': 'uint8'}.get(inp.type, inp.type)
+    if len(shape) != 4 or any(d is not None and d != e for d, e in zip(shape, want)) or \
+            dtype != card.input_dtype:
+        raise BackendError(f'model input {inp.name!r} is {dtype} {inp.shape}, not what its card '
+                           f'says ({card.input_dtype} {card.input_layout} {want})')
+
+
 class OnnxRuntimeBackend:
     """Run an ONNX model with ONNX Runtime.
 
@@ -99,12 +119,9 @@ class OnnxRuntimeBackend:
         if card.input_name not in inputs:
             raise BackendError(f'model has no input {card.input_name!r} named in its card '
                                f'(inputs: {sorted(inputs)})')
-        shape = inputs[card.input_name].shape
-        expected = [3, card.input_height, card.input_width]
-        if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
-            raise BackendError(f'model input shape {shape} does not match the card '
-                               f'(N, {", ".join(map(str, expected))})')
-        self.batch_size = shape[0] if isinstance(shape[0], int) else None
+        check_input(inputs[card.input_name], card)
+        self.batch_size = card.batch
+        self._dtype = np.dtype(card.input_dtype)
         outputs = {o.name: o for o in self.session.get_outputs()}
         if card.output_name not in outputs:
             raise BackendError(f'model has no output {card.output_name!r} (outputs: '
@@ -112,8 +129,9 @@ class OnnxRuntimeBackend:
         check_output(outputs[card.output_name], card, model_path)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch (N x 3 x H x W float32) and return the card's output."""
-        if self.batch_size is not None and batch.shape[0] != self.batch_size:
+        """Run one batch (the card's input: N x 3 x H x W float32 or N x H x W x 3 uint8)."""
+        if batch.shape[0] != self.batch_size:
             raise ValueError(f'model takes batch {self.batch_size}, got {batch.shape[0]}')
         return self.session.run([self.card.output_name],
-                                {self.card.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+                                {self.card.input_name: np.ascontiguousarray(batch,
+                                                                            self._dtype)})[0]

@@ -31,9 +31,12 @@ MAX_CLASSES = 255        # labels are uint8
 MAX_INPUT_SIDE = 4096    # network input height and width
 CARD_KEYS = ('format', 'name', 'input', 'output', 'classes', 'palette', 'ignore_index',
              'backbone', 'decoder', 'reduction', 'precision', 'metrics', 'command', 'extra')
-INPUT_KEYS = ('name', 'height', 'width', 'layout', 'dtype', 'resize', 'mean', 'std')
+INPUT_KEYS = ('name', 'batch', 'height', 'width', 'layout', 'dtype', 'resize', 'mean', 'std')
 OUTPUT_KEYS = ('name', 'kind')
-INPUT_FORMAT = {'layout': ('NCHW',), 'dtype': ('float32',)}
+# What the graph takes: normalised float32 planes, or the RGB bytes of the resized frame with
+# the normalisation (``mean``/``std``) inside the graph (``vit-seg fold-input``).
+INPUT_FORMATS = (('NCHW', 'float32'), ('NHWC', 'uint8'))
+MAX_BATCH = 16           # a static batch dimension: frames of several cameras in one call
 
 
 class ModelCardError(UserError):
@@ -54,6 +57,9 @@ class ModelCard:
     ignore_index: int = 255
     resize: str = 'stretch'
     input_name: str = 'image'
+    input_layout: str = 'NCHW'
+    input_dtype: str = 'float32'
+    batch: int = 1
     output_name: str = 'logits'
     output_kind: str = 'logits'
     backbone: str = ''
@@ -63,6 +69,11 @@ class ModelCard:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     command: str = ''
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def bytes_input(self) -> bool:
+        """Whether the graph takes RGB bytes (NHWC uint8) and normalises them itself."""
+        return self.input_dtype == 'uint8'
 
     @property
     def num_classes(self) -> int:
@@ -79,8 +90,9 @@ class ModelCard:
         return {
             'format': CARD_FORMAT,
             'name': self.name,
-            'input': {'name': self.input_name, 'height': self.input_height,
-                      'width': self.input_width, 'layout': 'NCHW', 'dtype': 'float32',
+            'input': {'name': self.input_name, 'batch': int(self.batch),
+                      'height': self.input_height, 'width': self.input_width,
+                      'layout': self.input_layout, 'dtype': self.input_dtype,
                       'resize': self.resize, 'mean': list(self.mean), 'std': list(self.std)},
             'output': {'name': self.output_name, 'kind': self.output_kind},
             'classes': list(self.classes),
@@ -130,9 +142,13 @@ def _card_fields(doc: Any) -> dict[str, Any]:
     if len(palette) != len(classes):
         raise SchemaError(f'palette: must have one colour per class ({len(classes)}), has '
                           f'{len(palette)}')
-    for name in ('layout', 'dtype'):
-        if name in inp:
-            schema.text(inp[name], f'input.{name}', choices=INPUT_FORMAT[name])
+    layout = schema.text(inp.get('layout', 'NCHW'), 'input.layout',
+                         choices=sorted({f[0] for f in INPUT_FORMATS}))
+    dtype = schema.text(inp.get('dtype', 'float32'), 'input.dtype',
+                        choices=sorted({f[1] for f in INPUT_FORMATS}))
+    if (layout, dtype) not in INPUT_FORMATS:
+        raise SchemaError(f'input: layout {layout} with dtype {dtype} is not a format a graph '
+                          f'takes here ({", ".join(" ".join(f) for f in INPUT_FORMATS)})')
     return dict(
         name=schema.text(schema.required(doc, 'name'), 'name', empty=False),
         input_height=schema.integer(schema.required(inp, 'height', 'input.'), 'input.height',
@@ -140,6 +156,9 @@ def _card_fields(doc: Any) -> dict[str, Any]:
         input_width=schema.integer(schema.required(inp, 'width', 'input.'), 'input.width',
                                    1, MAX_INPUT_SIDE),
         input_name=schema.text(inp.get('name', 'image'), 'input.name', empty=False),
+        input_layout=layout,
+        input_dtype=dtype,
+        batch=schema.integer(inp.get('batch', 1), 'input.batch', 1, MAX_BATCH),
         resize=schema.text(inp.get('resize', 'stretch'), 'input.resize', choices=RESIZE_MODES),
         mean=_triple(schema.required(inp, 'mean', 'input.'), 'input.mean', positive=False),
         std=_triple(schema.required(inp, 'std', 'input.'), 'input.std', positive=True),

@@ -111,10 +111,29 @@ def normalize(images: np.ndarray, card: ModelCard, out: Optional[np.ndarray] = N
     return x
 
 
+def model_input(images: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Return the graph input for resized RGB uint8 frames (N x H x W x 3) as the card says.
+
+    A graph that takes bytes (``input.dtype: uint8``, NHWC) gets the frames as they are and
+    normalises them itself; any other gets the normalised float32 planes (``normalize``).
+    """
+    if card.bytes_input:
+        return np.ascontiguousarray(images, np.uint8)
+    return normalize(images, card)
+
+
+def blank_input(card: ModelCard) -> np.ndarray:
+    """Return an all-zero input of the card's batch, shape and type (warm-up, start checks)."""
+    h, w = card.input_height, card.input_width
+    if card.bytes_input:
+        return np.zeros((card.batch, h, w, 3), np.uint8)
+    return np.zeros((card.batch, 3, h, w), np.float32)
+
+
 def preprocess(image: np.ndarray, card: ModelCard) -> tuple[np.ndarray, Geometry]:
-    """Turn one RGB uint8 image into a 1x3xHxW float32 batch and its geometry."""
+    """Turn one RGB uint8 image into a batch of one in the card's input format, and geometry."""
     resized, geo = resize_to_input(image, card)
-    return normalize(resized[None], card), geo
+    return model_input(resized[None], card), geo
 
 
 class Preprocessor:
@@ -125,18 +144,23 @@ class Preprocessor:
     6.0 ms for a 480x360 frame paced 50 ms after an inference (``experiments/frame_path.py``,
     2-core Xeon VM, busy host). The batch returned is overwritten by the next call: one caller
     at a time, done with it before the next frame.
+
+    A graph that takes bytes (``card.bytes_input``) gets the resized frame itself: the resize
+    writes straight into the batch, and nothing else is done on the host.
     """
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card
         h, w = card.input_height, card.input_width
+        self._resized = np.empty((h, w, 3), np.uint8)
         self._batch = np.empty((1, 3, h, w), np.float32)
         self._planes = [np.empty((h, w), np.uint8) for _ in range(3)]
-        self._resized = np.empty((h, w, 3), np.uint8)
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
-        """Return the 1x3xHxW float32 batch of one RGB uint8 image (a kept buffer) and geometry."""
+        """Return the batch of one RGB uint8 image as the card says (a kept buffer), geometry."""
         resized, geo = resize_to_input(image, self.card, self._resized)
+        if self.card.bytes_input:       # the kept buffer, or a frame already of the input size
+            return resized[None], geo
         return normalize(resized[None], self.card, self._batch, self._planes), geo
 
 

@@ -202,7 +202,7 @@ def node_stages(diagnostics: dict[str, str]) -> dict[str, float]:
     difference of the two medians would carry the inference's spread).
     """
     stages = {}
-    for stage in ('pre', 'infer', 'post', 'receive_to_publish', 'own'):
+    for stage in ('wait', 'pre', 'infer', 'post', 'publish', 'receive_to_publish', 'own'):
         v = diagnostics.get(f'latency_{stage}_p50_ms')
         if v is not None:
             stages[stage] = float(v)

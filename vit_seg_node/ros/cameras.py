@@ -25,7 +25,7 @@ from vit_seg_node.core.stats import LatencyWindow, RateMeter
 # a camera name is one ROS name token: it becomes a namespace of the camera's topics
 NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 # own: receive-to-publish minus inference, frame by frame (the node's own work)
-STAGES = ('pre', 'infer', 'post', 'end_to_end', 'receive_to_publish', 'own')
+STAGES = ('wait', 'pre', 'infer', 'post', 'publish', 'end_to_end', 'receive_to_publish', 'own')
 # the single camera's input topics: remapping them means nothing once cameras are named
 SINGLE_INPUTS = ('image', 'image/compressed', 'camera_info')
 

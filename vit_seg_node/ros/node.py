@@ -36,7 +36,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.handoff import LatestFrameWorker
 from vit_seg_node.core.ladder import LadderController, load_ladder
-from vit_seg_node.core.processing import colorize, overlay, to_labels
+from vit_seg_node.core.processing import blank_input, colorize, overlay, to_labels
 from vit_seg_node.core.schema import shorten
 from vit_seg_node.core.stats import CpuMeter
 from vit_seg_node.pipeline import default_model_path, SegmentationPipeline, SHIPPED_LADDER
@@ -70,9 +70,8 @@ def check_rungs(rungs: list) -> None:
                 (first.input_height, first.input_width, first.classes, first.resize):
             raise UserError(f'ladder rung {r.model_path} differs from {rungs[0].model_path} in '
                             f'input size, resize mode or classes')
-        x = np.zeros((1, 3, c.input_height, c.input_width), np.float32)
         try:
-            labels = to_labels(r.backend.infer(x), c.output_kind)
+            labels = to_labels(r.backend.infer(blank_input(c)), c.output_kind)[:1]
         except Exception as exc:  # any backend's error types
             raise UserError(f'model {r.model_path} fails on a blank frame: '
                             f'{type(exc).__name__}: {shorten(str(exc))}') from None
@@ -87,11 +86,10 @@ def reference_latencies_ms(rungs: list, warmup: int = 3, rounds: int = 5) -> lis
     Timed in interleaved rounds, so that whatever else the machine does at start-up slows every
     rung alike: the controller uses their ratios.
     """
-    c = rungs[0].card
-    x = np.zeros((1, 3, c.input_height, c.input_width), np.float32)
+    blanks = [blank_input(r.card) for r in rungs]
     times: list[list[float]] = [[] for _ in rungs]
     for k in range(warmup + rounds):
-        for r, t_list in zip(rungs, times):
+        for r, x, t_list in zip(rungs, blanks, times):
             t = time.perf_counter()
             r.backend.infer(x)
             if k >= warmup:
@@ -298,6 +296,7 @@ class SegmentationCore:
                                     throttle_duration_sec=5.0)
 
     def _process(self, cam: Camera, msg: Any, received: float) -> None:
+        waited_ms = (time.monotonic() - received) * 1e3     # the hand-off to this thread
         t0 = time.perf_counter()
         if isinstance(msg, bytes):      # zero_copy: the frame as DDS delivered it
             msg = from_serialized(msg, self.image_type)
@@ -315,11 +314,14 @@ class SegmentationCore:
             raise
         t2 = time.perf_counter()
         self._publish(cam, msg.header, seg.labels, rgb, seg.geometry)
+        publish_ms = (time.perf_counter() - t2) * 1e3
         cam.counters['published'] += 1
         cam.rate_out.tick()
+        cam.lat['wait'].add(waited_ms)
         cam.lat['pre'].add(t_conv + seg.pre_ms)
         cam.lat['infer'].add(seg.infer_ms)
-        cam.lat['post'].add(seg.post_ms + (time.perf_counter() - t2) * 1e3)
+        cam.lat['post'].add(seg.post_ms)
+        cam.lat['publish'].add(publish_ms)
         done = time.monotonic()
         total_ms = (done - received) * 1e3
         cam.lat['receive_to_publish'].add(total_ms)
