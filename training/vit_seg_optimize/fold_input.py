@@ -22,9 +22,10 @@ import numpy as np
 from vit_seg_node.core.errors import UserError
 
 # elementwise error allowed between the folded and the original graph's outputs, relative to the
-# output's range (float rounding of x/255/std against (x - mean*255)/(255*std)); labels must agree
-# on all but this share of pixels (a rounding difference at a near tie)
-TOLERANCE = 1e-3
+# output's range: the graph rounds x * scale + shift in float32 where the host rounded it its own
+# way, and where the input is then quantized to INT8 (Q/DQ forms) a value can land one step
+# (1/255 of the range) apart; labels must agree on all but this share of pixels (near ties)
+TOLERANCE = 1e-2
 MAX_LABEL_MISMATCH = 1e-3
 
 

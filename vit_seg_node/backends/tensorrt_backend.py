@@ -31,6 +31,7 @@ import numpy as np
 from vit_seg_node.backends.base import BackendError
 from vit_seg_node.core.card import card_path_for, ModelCard
 from vit_seg_node.core.io import atomic_write_bytes, copy_atomic, file_digest
+from vit_seg_node.core.processing import blank_input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +56,15 @@ def check_io(specs: Sequence[TensorSpec], card: ModelCard) -> tuple[TensorSpec, 
                            f'(tensors: {sorted(by_name)})')
     if any(d < 0 for d in inp.shape) or any(d < 0 for d in out.shape):
         raise BackendError('engine has dynamic shapes; export with a static input shape')
-    if inp.shape[1:] != (3, card.input_height, card.input_width):
+    h, w = card.input_height, card.input_width
+    want = (card.batch, h, w, 3) if card.input_layout == 'NHWC' else (card.batch, 3, h, w)
+    if inp.shape != want:
         raise BackendError(f'engine input shape {inp.shape} does not match the card '
-                           f'(N, 3, {card.input_height}, {card.input_width})')
-    if inp.dtype not in ('float32', 'float16'):
-        raise BackendError(f'engine input dtype {inp.dtype} is not float32/float16')
+                           f'({card.input_layout} {want})')
+    dtypes = ('uint8',) if card.bytes_input else ('float32', 'float16')
+    if inp.dtype not in dtypes:
+        raise BackendError(f'engine input dtype {inp.dtype} is not what the card says '
+                           f'({"/".join(dtypes)})')
     if card.output_kind == 'logits' and (len(out.shape) != 4 or out.shape[1] != card.num_classes):
         raise BackendError(f'engine output shape {out.shape} does not give '
                            f'{card.num_classes} class logits')
@@ -361,7 +366,7 @@ class TensorRTBackend:
         try:
             self._allocate([self.inp, self.out])
             for _ in range(warmup):
-                self.infer(np.zeros(self.inp.shape, np.float32))
+                self.infer(blank_input(card))
             if cuda_graph:
                 self.graph = self.cuda.capture(self.stream, self._enqueue)
         except Exception:
