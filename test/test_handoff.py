@@ -86,3 +86,68 @@ def test_drain_discards_waiting_items_and_waits_for_the_one_in_work():
     time.sleep(0.1)
     assert done == [1]
     w.stop()
+
+
+def gated_batch_worker(seen: list, batch: int):
+    """Return a started worker of ``batch`` whose handler records each list and waits."""
+    release, started = threading.Event(), threading.Event()
+
+    def handle(items):
+        seen.append(list(items))
+        started.set()
+        release.wait(5)
+        release.clear()
+    return LatestFrameWorker(handle, 'test_batch_worker', batch).start(), release, started
+
+
+def wait_len(seen: list, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(seen) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_batch_worker_takes_the_latest_item_of_up_to_n_sources_at_once():
+    seen = []
+    w, release, started = gated_batch_worker(seen, 2)
+    w.offer('a0', 'a')
+    assert started.wait(5)                  # alone: taken at once, a list of one
+    for i in range(1, 5):
+        w.offer(f'a{i}', 'a')               # a's latest replaces the one waiting
+    w.offer('b0', 'b')
+    release.set()
+    wait_len(seen, 2)
+    release.set()
+    w.stop()
+    assert seen == [['a0'], ['b0', 'a4']]   # b first (a was served last), then a's latest
+
+
+def test_a_batch_worker_is_fair_round_robin_over_more_sources_than_its_batch():
+    seen = []
+    w, release, started = gated_batch_worker(seen, 2)
+    w.offer('a0', 'a')
+    assert started.wait(5)
+    for s in 'bcd':
+        w.offer(f'{s}0', s)
+    w.offer('a1', 'a')
+    release.set()                           # takes b, c (after a)
+    wait_len(seen, 2)
+    for s in 'bc':                          # b and c offer again while d and a wait
+        w.offer(f'{s}1', s)
+    release.set()                           # takes d, a (after c), not b or c again
+    wait_len(seen, 3)
+    release.set()
+    wait_len(seen, 4)
+    release.set()
+    w.stop()
+    assert seen == [['a0'], ['b0', 'c0'], ['d0', 'a1'], ['b1', 'c1']]
+
+
+def test_a_batch_of_one_hands_over_items_not_lists():
+    seen = []
+    w = LatestFrameWorker(seen.append, 'one', batch=1).start()
+    w.offer('x', 'a')
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    w.stop()
+    assert seen == ['x']

@@ -6,8 +6,10 @@ replaced, so the worker always starts on the latest frame and the executor never
 inference. Several sources (cameras) each have their own slot, keyed by name, served in a fair
 round-robin order: after a source's frame the worker looks at the next source first, so a
 camera that floods cannot starve one that does not. One source is the single slot of a
-one-camera node. The node and the model-free relay share this class, so the relay's floor pays
-exactly the node's hand-off.
+one-camera node. A worker with ``batch`` N > 1 takes up to N waiting items at once (one per
+source, in the same round-robin order) and hands them to its handler together: the frames of
+several cameras in one call of a model with a static batch of N. The node and the model-free
+relay share this class, so the relay's floor pays exactly the node's hand-off.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ class LatestFrameWorker:
     """A worker thread fed through one latest-value slot per source, served round-robin.
 
     ``handle(item)`` runs on the worker thread for every item taken; it must not raise (the
-    node's handler counts and logs its own failures).
+    node's handler counts and logs its own failures). With ``batch`` N > 1 it is called with
+    a list of 1..N items of different sources instead: those waiting when the worker was free,
+    in round-robin order from the source after the one served last (nothing is waited for).
     """
 
-    def __init__(self, handle: Callable[[Any], None], name: str = 'worker') -> None:
+    def __init__(self, handle: Callable[[Any], None], name: str = 'worker',
+                 batch: int = 1) -> None:
+        if batch < 1:
+            raise ValueError(f'batch must be >= 1, got {batch}')
         self._handle = handle
+        self.batch = batch
         self._cv = threading.Condition()
         self._slots: dict[Hashable, Any] = {}   # source -> item waiting
         self._order: list[Hashable] = []        # sources in the order they first offered
@@ -72,16 +80,24 @@ class LatestFrameWorker:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=timeout)
 
-    def _take(self) -> Any:
-        """Return the waiting item of the first source after the one served last."""
+    def _take(self, most: int = 1) -> list:
+        """Return up to ``most`` waiting items, from the first source after the one served last.
+
+        The sources are visited round-robin; the last one taken counts as served last.
+        """
         n = len(self._order)
         start = self._order.index(self._last) + 1 if self._last in self._order else 0
+        items = []
         for i in range(n):
             source = self._order[(start + i) % n]
             if source in self._slots:
                 self._last = source
-                return self._slots.pop(source)
-        raise LookupError('no item waiting')
+                items.append(self._slots.pop(source))
+                if len(items) == most:
+                    break
+        if not items:
+            raise LookupError('no item waiting')
+        return items
 
     def _run(self) -> None:
         while True:
@@ -90,10 +106,10 @@ class LatestFrameWorker:
                     self._cv.wait(0.5)
                 if self._stopping:
                     return
-                item = self._take()
+                items = self._take(self.batch)
                 self._busy = True
             try:
-                self._handle(item)
+                self._handle(items if self.batch > 1 else items[0])
             finally:
                 with self._cv:
                     self._busy = False
