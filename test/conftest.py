@@ -31,6 +31,17 @@ def frames(camvid_mini) -> list:
 @pytest.fixture(scope='session')
 def tiny_model(tmp_path_factory) -> Path:
     """Export a tiny ViT segmenter (random weights, seeded) to ONNX with its card."""
+    return export_tiny(tmp_path_factory.mktemp('models') / 'tiny.onnx')
+
+
+@pytest.fixture(scope='session')
+def tiny_model_b2(tmp_path_factory) -> Path:
+    """Export ``tiny_model``'s segmenter with a static batch of two frames (two cameras a call)."""
+    return export_tiny(tmp_path_factory.mktemp('models') / 'tiny_b2.onnx', batch=2)
+
+
+def export_tiny(out: Path, batch: int = 1) -> Path:
+    """Export the tiny ViT segmenter (random weights, seed 0) to ``out`` with its card."""
     import torch
 
     from vit_seg_train.config import card_from_config, DEFAULTS, _merge
@@ -44,8 +55,7 @@ def tiny_model(tmp_path_factory) -> Path:
     model = create_model('segvit_test', num_classes=11, img_size=(64, 96), decoder='linear')
     card = card_from_config(cfg, 'tiny_test', command='pytest fixture')
     frames = [SegmentationDataset(MINI, 'val', cache=False).load(i)[0] for i in range(2)]
-    out = tmp_path_factory.mktemp('models') / 'tiny.onnx'
-    export_onnx(model, card, out, frames)
+    export_onnx(model, card, out, frames, batch=batch)
     return out
 
 

@@ -250,6 +250,10 @@ CLI_CASES = {
                                         '--json', w.root / 's.json', '--pairs', '0'],
     'export --opset 99': lambda w: ['export', '--checkpoint', w.model, '--out', w.root / 'e.onnx',
                                     '--frames', w.data, '--opset', '99'],
+    'export --batch 0': lambda w: ['export', '--checkpoint', w.model, '--out', w.root / 'e.onnx',
+                                   '--frames', w.data, '--batch', '0'],
+    'export --batch 17': lambda w: ['export', '--checkpoint', w.model, '--out',
+                                    w.root / 'e.onnx', '--frames', w.data, '--batch', '17'],
     'quantize --num-calib 0': lambda w: ['quantize', '--model', w.model, '--out',
                                          w.root / 'q.onnx', '--num-calib', '0'],
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from vit_seg_node.core.argtypes import BUDGET, COUNT, int_in, THREADS
-from vit_seg_node.core.card import MAX_INPUT_SIDE
+from vit_seg_node.core.card import MAX_BATCH, MAX_INPUT_SIDE
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.lifetime import terminate_on_sigterm
 
@@ -59,7 +59,8 @@ def cmd_export(a: argparse.Namespace) -> int:
     rep = export_checkpoint(a.checkpoint, a.out, frames, command=command_line(),
                             name=a.name, opset=a.opset, metrics=metrics, output=a.output,
                             reduction=_reduction_arg(a.reduction),
-                            img_size=tuple(a.img_size) if a.img_size else None)
+                            img_size=tuple(a.img_size) if a.img_size else None,
+                            batch=a.batch)
     print(f'{a.out}: verified on {rep["frames"]} frames, relative error '
           f'{rep["max_relative_error"]:.1e}, label mismatch {rep["max_label_mismatch"]:.1e}')
     return 0
@@ -70,13 +71,13 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     from vit_seg_node.cli import command_line
     from vit_seg_node.core.card import load_card
     from vit_seg_node.core.datasets import spread_frames
-    from vit_seg_optimize.export import frames_to_batches
+    from vit_seg_optimize.export import card_batches, frames_to_batches
     from vit_seg_optimize.plan import load_plan
     from vit_seg_optimize.quant import write_quantized
 
     card = load_card(a.model)
-    calib = frames_to_batches(spread_frames(a.calib, a.split, a.num_calib), card) \
-        if a.calib else None
+    calib = card_batches(frames_to_batches(spread_frames(a.calib, a.split, a.num_calib), card),
+                         card.batch) if a.calib else None
     out = write_quantized(a.model, a.out, a.format, load_plan(a.plan) if a.plan else None,
                           calib, a.split, a.method, command_line())
     print(f'{a.out}: {a.format} ({out.precision["default"]})')
@@ -180,6 +181,8 @@ def register(sub) -> None:
                    "'{policy: neighbor, window_first: 0.6, ratio: 0.25, locations: [1, 3, 6]}'")
     p.add_argument('--img-size', type=int_in(1, MAX_INPUT_SIDE), nargs=2, metavar=('H', 'W'),
                    help='export for another input size (multiples of the patch size)')
+    p.add_argument('--batch', type=int_in(1, MAX_BATCH), default=1,
+                   help='static batch of the graph: frames of this many cameras in one call')
     p.add_argument('--output', default='labels', choices=['labels', 'logits'],
                    help='graph output: uint8 labels (ArgMax in the graph) or float logits')
     p.set_defaults(func=cmd_export)

@@ -31,6 +31,20 @@ def frames_to_batches(frames: Iterable[np.ndarray], card: ModelCard) -> list[np.
     return [preprocess(f, card)[0] for f in frames]
 
 
+def card_batches(batches: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """Return batches of one (``frames_to_batches``) stacked into batches of ``n`` frames.
+
+    The last batch, when the frames do not fill it, takes frames from the start again (the
+    same frame over and over only when there is one): for a model whose card has a batch of n
+    (verification, calibration).
+    """
+    if n == 1 or not batches:
+        return list(batches)
+    count = -(-len(batches) // n) * n
+    frames = [batches[i % len(batches)] for i in range(count)]
+    return [np.concatenate(frames[i:i + n]) for i in range(0, count, n)]
+
+
 def graph_problems(model_path: str | os.PathLike) -> list[str]:
     """Return the reasons an ONNX graph is not a static-shape, control-flow-free graph."""
     m = load_onnx(model_path, weights=False)
@@ -66,10 +80,26 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
 
+def alone_mismatch(backend, batch: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """Return how frame 0's output differs when the batch's other places hold copies of it.
+
+    (relative error of the output, fraction of pixels whose label differs): a model whose
+    frames do not influence each other gives (0, 0); the runtime fills a batch not full so.
+    """
+    alone = backend.infer(np.repeat(batch[:1], len(batch), axis=0))[0]
+    return relative_error(alone, got[0]), float(np.mean(alone.argmax(0) != got[0].argmax(0)))
+
+
 def export_onnx(model: torch.nn.Module, card: ModelCard, out_path: str | os.PathLike,
                 frames: Iterable[np.ndarray], opset: int = 17, rtol: float = 1e-4,
-                max_label_mismatch: float = 1e-3, output: str = 'logits') -> dict:
+                max_label_mismatch: float = 1e-3, output: str = 'logits',
+                batch: Optional[int] = None) -> dict:
     """Export ``model`` for ``card``'s static input, verify with ONNX Runtime, write model + card.
+
+    ``batch`` (default: the card's) is the graph's static batch, written to the card; with
+    more than one frame, each frame's output must also be the same with the other places of
+    the batch holding copies of it (a model whose frames mix, e.g. a token reduction over the
+    whole batch, is refused).
 
     Returns the verification report (relative error, label agreement). Raises ExportMismatch and
     writes nothing if ONNX Runtime disagrees with PyTorch beyond ``rtol`` (relative L2 error of
@@ -84,7 +114,10 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_path: str | os.Path
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
-    batches = frames_to_batches(frames, card)
+    if batch is not None:
+        card.batch = batch
+    card.validate()
+    batches = card_batches(frames_to_batches(frames, card), card.batch)
     if not batches:
         raise UserError('export needs at least one real frame to verify against')
     dummy = torch.from_numpy(batches[0])
@@ -99,16 +132,22 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_path: str | os.Path
             raise UserError(f'exported graph is not static: {problems[:5]}')
         save_card(card, tmp_model)
         backend = OnnxRuntimeBackend(tmp_model, card, threads=0, providers=['CPUExecutionProvider'])
-        errs, mismatch = [], []
+        errs, mismatch, alone = [], [], []
         with torch.no_grad():
             for b in batches:
                 ref = model(torch.from_numpy(b)).numpy()
                 got = backend.infer(b)
                 errs.append(relative_error(got, ref))
                 mismatch.append(float(np.mean(got.argmax(1) != ref.argmax(1))))
+                if card.batch > 1:
+                    alone.append(alone_mismatch(backend, b, got))
         report = {'max_relative_error': max(errs),
                   'median_relative_error': float(np.median(errs)),
-                  'max_label_mismatch': max(mismatch), 'frames': len(batches), 'opset': opset}
+                  'max_label_mismatch': max(mismatch), 'frames': len(batches) * card.batch,
+                  'batch': card.batch, 'opset': opset}
+        if alone:
+            check_frames_apart(alone, rtol, max_label_mismatch, card)
+            report['alone_max_relative_error'] = max(e for e, _ in alone)
         # Token selection is discrete: on rare frames a score tie within float noise can pick
         # another token in one runtime. Such a frame still agrees on >= 99.9% of its labels;
         # the logits must agree to rtol on the typical (median) frame.
@@ -141,15 +180,27 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_path: str | os.Path
     return report
 
 
+def check_frames_apart(alone: list[tuple[float, float]], rtol: float, max_label_mismatch: float,
+                       card: ModelCard) -> None:
+    """Raise ExportMismatch if a frame's output depends on the other frames of its batch."""
+    err, lab = max(e for e, _ in alone), max(m for _, m in alone)
+    if err > rtol or lab > max_label_mismatch:
+        raise ExportMismatch(f'with a batch of {card.batch} a frame\'s output depends on the '
+                             f'other frames (relative error {err:.2e}, label mismatch '
+                             f'{lab:.2e}; reduction {card.reduction.get("policy", "none")}): '
+                             f'export it with --batch 1; nothing written')
+
+
 def export_checkpoint(checkpoint: str | os.PathLike, out_path: str | os.PathLike,
                       frames: Iterable[np.ndarray], command: str = '', name: Optional[str] = None,
                       opset: int = 17, metrics: Optional[dict] = None,
                       output: str = 'labels', reduction: Optional[dict] = None,
-                      img_size: Optional[tuple[int, int]] = None) -> dict:
+                      img_size: Optional[tuple[int, int]] = None, batch: int = 1) -> dict:
     """Export a training checkpoint (config.yaml beside it) with its model card.
 
     ``reduction`` (``{'policy': ..., **budget}``) replaces the checkpoint's own reduction;
-    ``img_size`` exports for another input size (position embeddings resampled).
+    ``img_size`` exports for another input size (position embeddings resampled); ``batch``:
+    the graph's static batch (frames of several cameras in one call).
     """
     from vit_seg_train.checkpoint import load_model
     from vit_seg_train.config import card_from_config
@@ -162,4 +213,4 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_path: str | os.PathLike
     card.reduction = getattr(model, 'reduction_card', {'policy': 'none'})
     if metrics:
         card.metrics = metrics
-    return export_onnx(model, card, out_path, frames, opset=opset, output=output)
+    return export_onnx(model, card, out_path, frames, opset=opset, output=output, batch=batch)
