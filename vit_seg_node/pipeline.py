@@ -114,7 +114,12 @@ class SegmentationPipeline:
         self._preprocess = Preprocessor(self.card)
 
     def __call__(self, image: np.ndarray, at_source: bool = True) -> Segmentation:
-        """Segment one HxWx3 RGB uint8 image; labels at its resolution or the network's."""
+        """Segment one HxWx3 RGB uint8 image; labels at its resolution or the network's.
+
+        A model with a static batch of N > 1 runs the image alone in its batch (``segment``).
+        """
+        if self.card.batch > 1:
+            return self.segment([image], at_source)[0]
         t0 = time.perf_counter()
         batch, geo = self._preprocess(image)
         t1 = time.perf_counter()
@@ -125,6 +130,36 @@ class SegmentationPipeline:
             labels = restore_labels(labels, geo)
         t3 = time.perf_counter()
         return Segmentation(labels, geo, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+
+    def segment(self, images: list[np.ndarray], at_source: bool = True) -> list[Segmentation]:
+        """Segment up to ``card.batch`` RGB uint8 images in one call of the backend.
+
+        A batch not full is filled with copies of the last image; only the images given get a
+        result. Each result has its own pre- and post-processing times (the filling counts to
+        the last image's) and the call's inference time.
+        """
+        if not 1 <= len(images) <= self.card.batch:
+            raise ValueError(f'{len(images)} images for a model with a batch of '
+                             f'{self.card.batch}')
+        pre, geos = [], []
+        for i, image in enumerate(images):
+            t = time.perf_counter()
+            geos.append(self._preprocess.put(i, image))
+            pre.append(time.perf_counter() - t)
+        t0 = time.perf_counter()
+        batch = self._preprocess.batch(len(images))
+        t1 = time.perf_counter()
+        pre[-1] += t1 - t0
+        out = self.backend.infer(batch)
+        infer_ms = (time.perf_counter() - t1) * 1e3
+        labels = to_labels(out[:len(images)], self.card.output_kind)
+        results = []
+        for lab, geo, pre_s in zip(labels, geos, pre):
+            t = time.perf_counter()
+            lab = restore_labels(lab, geo) if at_source else lab
+            results.append(Segmentation(lab, geo, pre_s * 1e3, infer_ms,
+                                        (time.perf_counter() - t) * 1e3))
+        return results
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

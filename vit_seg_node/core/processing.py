@@ -147,13 +147,19 @@ class Preprocessor:
 
     A graph that takes bytes (``card.bytes_input``) gets the resized frame itself: the resize
     writes straight into the batch, and nothing else is done on the host.
+
+    A model with a static batch of N (``card.batch``) takes its frames through ``put`` (frame i
+    into place i of the kept batch) and ``batch`` (the places not filled get copies of the last
+    frame put: the graph computes each frame on its own, so a copy changes nothing of the real
+    ones).
     """
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card
         h, w = card.input_height, card.input_width
-        self._resized = np.empty((h, w, 3), np.uint8)
-        self._batch = np.empty((1, 3, h, w), np.float32)
+        self._frames = np.empty((card.batch, h, w, 3), np.uint8)
+        self._resized = self._frames[0]
+        self._batch = np.empty((card.batch, 3, h, w), np.float32)
         self._planes = [np.empty((h, w), np.uint8) for _ in range(3)]
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
@@ -161,7 +167,25 @@ class Preprocessor:
         resized, geo = resize_to_input(image, self.card, self._resized)
         if self.card.bytes_input:       # the kept buffer, or a frame already of the input size
             return resized[None], geo
-        return normalize(resized[None], self.card, self._batch, self._planes), geo
+        return normalize(resized[None], self.card, self._batch[:1], self._planes), geo
+
+    def put(self, i: int, image: np.ndarray) -> Geometry:
+        """Pre-process ``image`` into place ``i`` of the kept batch; return its geometry."""
+        slot = self._frames[i]
+        resized, geo = resize_to_input(image, self.card, slot)
+        if not np.shares_memory(resized, slot):
+            slot[...] = resized
+        if not self.card.bytes_input:
+            normalize(slot[None], self.card, self._batch[i:i + 1], self._planes)
+        return geo
+
+    def batch(self, filled: int) -> np.ndarray:
+        """Return the kept batch of the ``filled`` frames put, the rest copies of the last one."""
+        if not 1 <= filled <= self.card.batch:
+            raise ValueError(f'{filled} frames for a batch of {self.card.batch}')
+        out = self._frames if self.card.bytes_input else self._batch
+        out[filled:] = out[filled - 1]
+        return out
 
 
 def to_labels(output: np.ndarray, kind: str) -> np.ndarray:

@@ -19,6 +19,7 @@ reliability``, ``...publisher.depth``, etc., set at start-up).
 
 from __future__ import annotations
 
+import collections
 import sys
 import threading
 import time
@@ -59,6 +60,9 @@ STATUS_TASK = 'segmentation'     # status name: '<fully qualified node name>: se
 def check_rungs(rungs: list) -> None:
     """Raise UserError unless every rung gives masks of one size and one class list.
 
+    Every rung must also take the same number of frames per call (``input.batch``): the worker
+    takes that many cameras' frames at once whichever rung runs them.
+
     Each rung's model also runs once on a blank frame, and what it returns must be the label
     map its card promises (a card that says ``logits`` for a model that returns labels fails
     here, at start, and not on every frame).
@@ -70,6 +74,10 @@ def check_rungs(rungs: list) -> None:
                 (first.input_height, first.input_width, first.classes, first.resize):
             raise UserError(f'ladder rung {r.model_path} differs from {rungs[0].model_path} in '
                             f'input size, resize mode or classes')
+        if c.batch != first.batch:
+            raise UserError(f'ladder rung {r.model_path} takes a batch of {c.batch} frames, '
+                            f'{rungs[0].model_path} of {first.batch}: every rung must take '
+                            f'the same batch (vit-seg export --batch)')
         try:
             labels = to_labels(r.backend.infer(blank_input(c)), c.output_kind)[:1]
         except Exception as exc:  # any backend's error types
@@ -139,6 +147,7 @@ class SegmentationCore:
     _worker: Optional[LatestFrameWorker] = None
     _accepting = False
     _label_pub = None      # ~/label_info, where vision_msgs is installed
+    _calls: collections.Counter = collections.Counter()   # per node: set by _open_cameras
 
     # ------------------------------------------------------------------ set-up, tear-down
     def _declare_parameters(self) -> None:
@@ -192,7 +201,10 @@ class SegmentationCore:
                     f'NAME/image and NAME/camera_info of each camera instead')
         self.image_type = Image if self.params['input_transport'] == 'raw' else CompressedImage
         self.cameras = [Camera(self, n, make_publisher) for n in names or ['']]
-        self._worker = LatestFrameWorker(self._handle_frame, 'vit_seg_worker').start()
+        batch = self.rungs[0].card.batch if self.rungs else 1
+        self._calls = collections.Counter()     # model calls of a batch > 1, and their frames
+        self._worker = LatestFrameWorker(self._handle_frames if batch > 1 else self._handle_frame,
+                                         'vit_seg_worker', batch).start()
 
     def _close_cameras(self, destroy_publisher: Callable) -> None:
         """Stop taking frames, stop the worker and destroy the cameras' publishers."""
@@ -286,17 +298,55 @@ class SegmentationCore:
         cam, msg, received = item
         try:
             self._process(cam, msg, received)
-        except FrameError as exc:
+        except Exception as exc:  # keep the node alive whatever one frame does
+            self._frame_failed(cam, exc)
+
+    def _frame_failed(self, cam: Camera, exc: Exception) -> None:
+        """Count and report (throttled) a frame that was not answered."""
+        if isinstance(exc, FrameError):
             cam.rejects[exc.reason] += 1
             self.get_logger().warn(f'{cam.label}: frame skipped: {exc}',
                                    throttle_duration_sec=5.0)
-        except Exception as exc:  # keep the node alive whatever one frame does
+        else:
             cam.rejects['error'] += 1
             self.get_logger().error(f'{cam.label}: frame failed: {type(exc).__name__}: {exc}',
                                     throttle_duration_sec=5.0)
 
-    def _process(self, cam: Camera, msg: Any, received: float) -> None:
-        waited_ms = (time.monotonic() - received) * 1e3     # the hand-off to this thread
+    def _handle_frames(self, items: list[tuple[Camera, Any, float]]) -> None:
+        """Answer the frames of several cameras, taken together, with one model call.
+
+        The worker of a model with a batch of N > 1 hands over up to N frames (one per camera);
+        a frame that cannot be converted is left out, and a failing call fails them all.
+        """
+        waits = [(time.monotonic() - received) * 1e3 for _, _, received in items]
+        ready = []
+        for (cam, msg, received), waited_ms in zip(items, waits):
+            try:
+                ready.append((cam, received, waited_ms, *self._convert(cam, msg)))
+            except Exception as exc:
+                self._frame_failed(cam, exc)
+        if not ready:
+            return
+        rung = self.ladder.rung
+        try:
+            segs = self.rungs[rung].segment([r[4] for r in ready],
+                                            self.params['output_resolution'] == 'input')
+        except Exception as exc:
+            self._rung_failed(rung, exc)
+            for r in ready:
+                self._frame_failed(r[0], exc)
+            return
+        self._calls['calls'] += 1
+        self._calls['frames'] += len(ready)
+        self._calls['batched'] += len(ready) > 1
+        for (cam, received, waited_ms, msg, rgb, t_conv), seg in zip(ready, segs):
+            try:
+                self._deliver(cam, msg, rgb, seg, received, waited_ms, t_conv)
+            except Exception as exc:
+                self._frame_failed(cam, exc)
+
+    def _convert(self, cam: Camera, msg: Any) -> tuple[Any, np.ndarray, float]:
+        """Return the message, its RGB frame and the time the conversion took (ms)."""
         t0 = time.perf_counter()
         if isinstance(msg, bytes):      # zero_copy: the frame as DDS delivered it
             msg = from_serialized(msg, self.image_type)
@@ -304,7 +354,11 @@ class SegmentationCore:
         rgb = compressed_to_rgb(msg, cap, self._decoder_warning) \
             if self.image_type is CompressedImage else image_to_rgb(msg, cap)
         self._check_size(cam, rgb.shape[:2])
-        t_conv = (time.perf_counter() - t0) * 1e3
+        return msg, rgb, (time.perf_counter() - t0) * 1e3
+
+    def _process(self, cam: Camera, msg: Any, received: float) -> None:
+        waited_ms = (time.monotonic() - received) * 1e3     # the hand-off to this thread
+        msg, rgb, t_conv = self._convert(cam, msg)
         at_source = self.params['output_resolution'] == 'input'
         rung = self.ladder.rung      # the rung chosen after the previous frame
         try:
@@ -312,6 +366,11 @@ class SegmentationCore:
         except Exception as exc:
             self._rung_failed(rung, exc)
             raise
+        self._deliver(cam, msg, rgb, seg, received, waited_ms, t_conv)
+
+    def _deliver(self, cam: Camera, msg: Any, rgb: np.ndarray, seg, received: float,
+                 waited_ms: float, t_conv: float) -> None:
+        """Publish one frame's outputs and record its counters and stage latencies."""
         t2 = time.perf_counter()
         self._publish(cam, msg.header, seg.labels, rgb, seg.geometry)
         publish_ms = (time.perf_counter() - t2) * 1e3
@@ -415,6 +474,11 @@ class SegmentationCore:
             'ladder_switches': self.ladder.switches,
             'ladder_rungs_failed': len(self.ladder.failed),
         }
+        if self.card.batch > 1:     # frames of several cameras per model call
+            calls = self._calls
+            values.update({'model_batch': self.card.batch, 'model_calls': calls['calls'],
+                           'batched_calls': calls['batched'],
+                           'frames_per_call': f'{calls["frames"] / max(calls["calls"], 1):.2f}'})
         with self._ladder_lock:
             spent = self.ladder.time_on_rungs(time.monotonic())
         for k, (r, secs) in enumerate(zip(self.rungs, spent)):
