@@ -14,6 +14,11 @@ CPU the node processes used (cores: their CPU time over the window's wall time),
 resident (RSS) and proportional (PSS: shared pages split between the processes) memory at the
 end. The forms and the Ns run in rotation, ``--rounds`` times. Writes one JSON with every run
 and the machine.
+
+``--model`` may be given several times (e.g. one model exported with ``--batch 1`` and with
+``--batch 2``: a node then answers two cameras in one call): every model runs every form and N,
+in the same rotation. ``--forms`` restricts the forms; ``--aligned`` publishes every camera's
+frame at the same instant (synchronised cameras) instead of spreading their phases.
 """
 
 from __future__ import annotations
@@ -85,13 +90,18 @@ class Cameras:
         """Return whether every camera's image topic has a subscriber."""
         return all(p.get_subscription_count() > 0 for p in self.pubs)
 
-    def play(self, seconds: float, rate: float, first_seq: int, record: bool) -> None:
-        """Publish every camera at ``rate`` Hz for ``seconds``, phases spread over the period."""
+    def play(self, seconds: float, rate: float, first_seq: int, record: bool,
+             aligned: bool = False) -> None:
+        """Publish every camera at ``rate`` Hz for ``seconds``, phases spread over the period.
+
+        ``aligned``: every camera's frame at the same instant (one after the other).
+        """
         from vit_seg_node.ros import cdr
 
         period = 1.0 / rate
+        spread = 0.0 if aligned else period / self.n
         t0 = time.perf_counter()
-        slots = [(i * period + k * period / self.n, k, i)
+        slots = [(i * period + k * spread, k, i)
                  for i in range(int(seconds * rate)) for k in range(self.n)]
         for at, k, i in sorted(slots):
             delay = t0 + at - time.perf_counter()
@@ -114,7 +124,7 @@ class Cameras:
         return out
 
 
-def run_form(form: str, n: int, frames, a, domain: int) -> dict:
+def run_form(form: str, n: int, frames, a, domain: int, model: str) -> dict:
     """Start the nodes of one form, play the cameras, measure; stop the nodes."""
     from vit_seg_node.eval.harness import NodeProcess, Probe, wait_for
 
@@ -123,20 +133,20 @@ def run_form(form: str, n: int, frames, a, domain: int) -> dict:
     try:
         cams = Cameras(probe, form, n, frames)
         nodes = [NodeProcess(domain, params, args) for params, args in
-                 node_setups(form, n, a.model, a.threads)]
+                 node_setups(form, n, model, a.threads)]
         if not wait_for(lambda: cams.ready() or not all(p.alive() for p in nodes), 180):
             raise RuntimeError(f'{form}, {n} cameras: the nodes did not subscribe')
         if not all(p.alive() for p in nodes):
             raise RuntimeError(f'{form}: a node exited: {nodes[0].lines[-3:]}')
         time.sleep(1.0)
-        cams.play(a.warmup, a.rate, 0, record=False)
+        cams.play(a.warmup, a.rate, 0, record=False, aligned=a.aligned)
         procs = [psutil.Process(p.proc.pid) for p in nodes]
         cpu0, t0 = sum(sum(p.cpu_times()[:2]) for p in procs), time.monotonic()
-        cams.play(a.seconds, a.rate, 10_000, record=True)
+        cams.play(a.seconds, a.rate, 10_000, record=True, aligned=a.aligned)
         cpu1, t1 = sum(sum(p.cpu_times()[:2]) for p in procs), time.monotonic()
         time.sleep(1.0)     # the last answers
         mem = [p.memory_full_info() for p in procs]
-        return {'form': form, 'cameras': n, 'processes': len(nodes),
+        return {'form': form, 'model': model, 'cameras': n, 'processes': len(nodes),
                 'cpu_cores': (cpu1 - cpu0) / (t1 - t0),
                 'rss_mb': sum(m.rss for m in mem) / 2 ** 20,
                 'pss_mb': sum(m.pss for m in mem) / 2 ** 20,
@@ -152,7 +162,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--frames', required=True, help='dataset root with 480x360 frames')
     ap.add_argument('--split', default='val')
-    ap.add_argument('--model', default='vit_seg_node/data/models/fast.onnx')
+    ap.add_argument('--model', action='append',
+                    help='model (repeatable; default vit_seg_node/data/models/fast.onnx)')
+    ap.add_argument('--forms', nargs='+', default=list(FORMS), choices=FORMS)
+    ap.add_argument('--aligned', action='store_true',
+                    help='all cameras publish at the same instant (default: phases spread)')
     ap.add_argument('--threads', type=int, default=2, help="every node's threads")
     ap.add_argument('--cameras', type=int, nargs='+', default=[1, 2, 4])
     ap.add_argument('--rate', type=float, default=10.0, help='Hz per camera')
@@ -162,6 +176,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument('--domain-id', type=int, default=64)
     ap.add_argument('--out', required=True)
     a = ap.parse_args(argv)
+    a.model = a.model or ['vit_seg_node/data/models/fast.onnx']
     from vit_seg_node.eval.harness import terminate_on_sigterm
 
     terminate_on_sigterm()
@@ -169,21 +184,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     frames = [ds.load(i)[0] for i in range(min(5, len(ds)))]
     runs = []
     for r in range(a.rounds):
-        order = [(f, n) for n in a.cameras for f in FORMS]
+        order = [(m, f, n) for n in a.cameras for f in a.forms for m in a.model]
         order = order[r % len(order):] + order[:r % len(order)]
         if r % 2:
             order.reverse()
-        for form, n in order:
-            rec = run_form(form, n, frames, a, a.domain_id)
+        for model, form, n in order:
+            rec = run_form(form, n, frames, a, a.domain_id, model)
             rec['round'] = r
             runs.append(rec)
             lat = [c['latency_ms']['p50'] for c in rec['per_camera'] if c['latency_ms']]
-            print(f'round {r} {form:15s} {n} cameras: p50 {np.round(lat, 1).tolist()} ms, '
+            print(f'round {r} {model} {form:15s} {n} cameras: p50 {np.round(lat, 1).tolist()} ms, '
                   f'answered {[c["answered"] for c in rec["per_camera"]]} of '
                   f'{[c["sent"] for c in rec["per_camera"]]}, CPU {rec["cpu_cores"]:.2f} cores, '
                   f'RSS {rec["rss_mb"]:.0f} MB, PSS {rec["pss_mb"]:.0f} MB', flush=True)
     write_json(a.out, {'runs': runs, 'rate_hz': a.rate, 'seconds': a.seconds,
-                       'threads': a.threads, 'model': a.model,
+                       'threads': a.threads, 'models': a.model, 'forms': a.forms,
+                       'aligned': a.aligned,
                        'machine': machine_record(a.threads)})
     return 0
 
