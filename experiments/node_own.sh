@@ -10,7 +10,7 @@ data=$1 out=$2 reps=${3:-2}
 V=${VENV:-.venv}/bin
 mkdir -p "$out"
 mkdir -p runs/node_own
-$V/vit-seg fold-input --model fast --out runs/node_own/fast_folded.onnx > /dev/null
+$V/vit-seg fold-input --model vit_seg_node/data/models/fast.onnx --out runs/node_own/fast_folded.onnx > /dev/null
 for k in $(seq 1 "$reps"); do
   for model in float folded; do
     m=vit_seg_node/data/models/fast.onnx

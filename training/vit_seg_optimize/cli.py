@@ -87,10 +87,9 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 def cmd_fold_input(a: argparse.Namespace) -> int:
     """Write a model that takes the frame's bytes (``fold_input.fold_input``)."""
     from vit_seg_node.cli import command_line
-    from vit_seg_node.pipeline import resolve_model
     from vit_seg_optimize.fold_input import fold_input
 
-    card = fold_input(resolve_model(a.model), a.out, command_line())
+    card = fold_input(a.model, a.out, command_line())
     print(f'{a.out}: takes {card.input_dtype} {card.input_layout} frames; against {a.model}: '
           f'{card.extra["fold_check"]}')
     return 0
@@ -206,7 +205,7 @@ def register(sub) -> None:
     p = sub.add_parser('fold-input', help='fold the input normalisation into the graph '
                                           '(uint8 frames in)')
     p.add_argument('--model', required=True,
-                   help='ONNX model with its card (any precision): a path or a shipped name')
+                   help='ONNX model with its card (any precision)')
     p.add_argument('--out', required=True)
     p.set_defaults(func=cmd_fold_input)
 
