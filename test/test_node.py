@@ -222,7 +222,11 @@ def test_diagnostics_latency_agrees_with_measured(frames, probe):
     infer = float(values['latency_infer_p50_ms'])
     ours = float(np.median(measured))
     assert st.level == DiagnosticStatus.OK
-    assert 0.0 < float(values['cpu_cores_used']) <= os.cpu_count()
+    # cores used over each 1 s status: some status covers frames being answered (the last one,
+    # 1.5 s after the last frame, may read 0.00 on a fast CPU)
+    cores = [float(kv.value) for _, m in diag for s in m.status for kv in s.values
+             if s.name == '/vit_seg_node: segmentation' and kv.key == 'cpu_cores_used']
+    assert 0.0 < max(cores) <= os.cpu_count()
     # causal bounds, whatever the machine's load: the node's stamp-to-publish time contains its
     # inference and is contained in our publish-to-receive time (+1 ms for clock resolution)
     assert infer <= reported <= ours + 1.0, (infer, reported, ours)
