@@ -164,3 +164,30 @@ def test_node_serves_a_folded_model_over_dds(tiny_model, folded, camvid_mini):
         node.destroy_node()
         probe.destroy_node()
         ctx.try_shutdown()
+
+
+def test_timing_and_agreement_tools_take_every_input_form(tiny_model, tiny_model_b2, folded,
+                                                          camvid_mini):
+    """regimes, profile, agreement and sensitivity run on uint8 and batch-2 models alike."""
+    from vit_seg_optimize.agreement import agreement
+    from vit_seg_optimize.profile import profile
+    from vit_seg_optimize.regimes import run_regimes
+    from vit_seg_optimize.sensitivity import sensitivity
+
+    doc = run_regimes([tiny_model, folded, tiny_model_b2], regimes=('hot',), threads=('1',),
+                      warmup=1, runs=2)
+    assert all(doc['models'][str(m)]['hot/1']['p50'] > 0
+               for m in (tiny_model, folded, tiny_model_b2))
+    assert profile(str(folded), runs=2, threads=1, warmup=1)['wall_ms'] > 0
+    same = agreement(str(tiny_model), [str(folded), str(tiny_model_b2)], str(camvid_mini),
+                     limit=2)
+    assert same[str(folded)] == 1.0 and same[str(tiny_model_b2)] > 0.99
+    from vit_seg_node.core.datasets import spread_frames
+    from vit_seg_optimize.export import frames_to_batches
+
+    card = load_card(folded)
+    calib = frames_to_batches(spread_frames(camvid_mini, 'val', 1), card)
+    assert calib[0].dtype == np.uint8
+    sens = sensitivity(folded, card, str(camvid_mini), 'val', limit=1, threads=1, pairs=1,
+                       calibration=calib)
+    assert sens['groups'] and all(s['noise_ms'] >= 0 for s in sens['groups'].values())

@@ -19,19 +19,18 @@ def agreement(reference: str, models: list[str], data: str, split: str = 'val',
               limit: int = 3) -> dict[str, float]:
     """Return ``model -> fraction of pixels labelled as by the reference`` on ``limit`` frames."""
     from vit_seg_node.core.datasets import SegmentationDataset
-    from vit_seg_optimize.export import frames_to_batches
     from vit_seg_node.backends.base import create_backend
     from vit_seg_node.core.card import load_card
-    from vit_seg_node.core.processing import to_labels
+    from vit_seg_node.core.processing import preprocess, to_labels
 
     ds = SegmentationDataset(data, split, None, cache=False)
-    card = load_card(reference)
-    batches = frames_to_batches([ds.load(i)[0] for i in range(min(limit, len(ds)))], card)
+    frames = [ds.load(i)[0] for i in range(min(limit, len(ds)))]
 
     def labels(path: str) -> np.ndarray:
-        c = load_card(path)
+        c = load_card(path)         # any input form; a batch of N gets the frame N times
         backend = create_backend(path, c, threads=0)
-        return np.concatenate([to_labels(backend.infer(b), c.output_kind) for b in batches])
+        return np.stack([to_labels(backend.infer(np.repeat(preprocess(f, c)[0], c.batch, 0)),
+                                   c.output_kind)[0] for f in frames])
     ref = labels(reference)
     return {m: float(np.mean(labels(m) == ref)) for m in models}
 

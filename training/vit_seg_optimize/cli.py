@@ -100,12 +100,13 @@ def cmd_sensitivity(a: argparse.Namespace) -> int:
     from vit_seg_node.core.card import load_card
     from vit_seg_node.core.datasets import spread_frames
     from vit_seg_node.core.io import write_json
-    from vit_seg_optimize.export import frames_to_batches
+    from vit_seg_optimize.export import card_batches, frames_to_batches
     from vit_seg_optimize.plan import allocate
     from vit_seg_optimize.sensitivity import sensitivity
 
     card = load_card(a.model)
-    calib = frames_to_batches(spread_frames(a.data, a.calib_split, a.num_calib), card)
+    calib = card_batches(frames_to_batches(spread_frames(a.data, a.calib_split, a.num_calib),
+                                           card), card.batch)
     sens = sensitivity(a.model, card, a.data, a.split, a.limit, a.threads, pairs=a.pairs,
                        calibration=calib)
     sens['calibration'] = {'split': a.calib_split, 'frames': len(calib)}

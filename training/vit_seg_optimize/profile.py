@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from vit_seg_node.backends.onnxruntime_backend import make_session
+from vit_seg_node.backends.onnxruntime_backend import make_session, random_feed
 from vit_seg_node.core.io import load_json
 
 
@@ -41,9 +41,7 @@ def profile(path: str, runs: int = 30, threads: int = 2, warmup: int = 10) -> di
     """Return wall and kernel time per run (ms), by operator type and by scope."""
     with tempfile.TemporaryDirectory() as tmp:
         sess = make_session(path, threads)
-        i = sess.get_inputs()[0]
-        feed = {i.name: np.random.default_rng(0).standard_normal(
-            [int(d) for d in i.shape]).astype(np.float32)}
+        feed = random_feed(sess)
         for _ in range(warmup):
             sess.run(None, feed)
         sess = make_session(path, threads, profile_prefix=os.path.join(tmp, 'p'))

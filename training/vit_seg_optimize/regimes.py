@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from vit_seg_node.backends.onnxruntime_backend import make_session
+from vit_seg_node.backends.onnxruntime_backend import make_session, random_feed
 from vit_seg_node.core.cpuload import CpuLoad
 from vit_seg_optimize.measure import machine_info, percentiles
 
@@ -48,9 +48,7 @@ def sweep(buffer: np.ndarray) -> None:
 
 
 def _feed(sess) -> dict[str, np.ndarray]:
-    i = sess.get_inputs()[0]
-    return {i.name: np.random.default_rng(0).standard_normal(
-        [int(d) for d in i.shape]).astype(np.float32)}
+    return random_feed(sess)
 
 
 def time_one_by_one(sessions: list, feeds: list[dict], runs: int,

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from vit_seg_node.backends.onnxruntime_backend import random_feed
 from vit_seg_optimize.plan import is_activation_group, node_groups, STATIC_CONV_GROUPS
 from vit_seg_optimize.quant import activation_ranges, quantize_mixed, quantize_static_convs
 
@@ -33,8 +34,7 @@ def sensitivity(fp32_path: str | os.PathLike, card, data: str, split: str = 'val
     products = [n for g, names in groups.items() if is_activation_group(g) for n in names]
     ranges = activation_ranges(fp32_path, products, calibration or [], card.input_name) \
         if products else {}
-    feed = {card.input_name: np.random.default_rng(0).standard_normal(
-        (1, 3, card.input_height, card.input_width)).astype(np.float32)}
+    feed = random_feed(session(fp32_path, 1))
     everything = {g: 'int8' for g in groups}
 
     convs_model = None

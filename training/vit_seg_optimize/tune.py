@@ -151,7 +151,7 @@ def _tune(fp32_path: Path, data: str, out: Path, machine: dict, regime: str, bud
           log: Callable[[str], None]) -> None:
     """Tune ``fp32_path`` into ``out`` (with its card and sensitivity.json beside it)."""
     from vit_seg_node.core.datasets import spread_frames
-    from vit_seg_optimize.export import frames_to_batches
+    from vit_seg_optimize.export import card_batches, frames_to_batches
     from vit_seg_optimize.plan import allocate
     from vit_seg_optimize.quant import write_quantized
     from vit_seg_optimize.sensitivity import sensitivity
@@ -160,7 +160,8 @@ def _tune(fp32_path: Path, data: str, out: Path, machine: dict, regime: str, bud
     setting, fp32_ms = fastest_setting(fp32_path, regime)
     threads, spinning = SETTINGS[setting]['threads'], SETTINGS[setting].get('spinning', True)
     log(f'tune: {regime} regime, threads {setting}: FP32 p50 {fp32_ms:.1f} ms')
-    calib = frames_to_batches(spread_frames(data, calib_split, num_calib), card)
+    calib = card_batches(frames_to_batches(spread_frames(data, calib_split, num_calib), card),
+                         card.batch)
     sens = _in_regime(regime, lambda: sensitivity(
         fp32_path, card, data, split, limit, threads, pairs, calib, spinning))
     plan = allocate(sens, budget)

@@ -54,6 +54,21 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 0,
         raise BackendError(f'ONNX Runtime cannot load {what}: {exc}') from None
 
 
+def random_feed(session, seed: int = 0) -> dict[str, np.ndarray]:
+    """Return seeded random values for every input of ``session``, of its shape and type.
+
+    uint8 inputs (a graph that takes the frame's bytes) get bytes, the rest float32 noise: what
+    timing runs feed whatever form the model has.
+    """
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for i in session.get_inputs():
+        shape = [int(d) if isinstance(d, int) else 1 for d in i.shape]
+        feed[i.name] = rng.integers(0, 256, shape, dtype=np.uint8) if i.type == 'tensor(uint8)' \
+            else rng.standard_normal(shape).astype(np.float32)
+    return feed
+
+
 def check_output(output, card: ModelCard, model: str | os.PathLike) -> None:
     """Raise BackendError unless the graph's output is what the card's ``output.kind`` says.
 

@@ -14,20 +14,24 @@ import numpy as np
 
 from vit_seg_node.core.card import ModelCard
 from vit_seg_node.core.metrics import ConfusionMatrix
-from vit_seg_node.core.processing import normalize, resize_to_input, restore_labels, to_labels
+from vit_seg_node.core.processing import model_input, resize_to_input, restore_labels, to_labels
 
 
 def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray],
                        pairs: Iterable[tuple[np.ndarray, np.ndarray]], card: ModelCard,
                        limit: Optional[int] = None) -> dict:
-    """Score ``predict`` (NCHW float32 batch -> logits or labels) on (image, label) pairs."""
+    """Score ``predict`` (the card's input batch -> logits or labels) on (image, label) pairs.
+
+    A card with a batch of N gets each frame N times; the first output is scored.
+    """
     cm = ConfusionMatrix(card.num_classes, card.ignore_index)
     n = 0
     for image, label in pairs:
         if limit is not None and n >= limit:
             break
         resized, geo = resize_to_input(image, card)
-        out = predict(normalize(resized[None], card))
+        x = model_input(resized[None], card)
+        out = predict(np.repeat(x, card.batch, 0) if card.batch > 1 else x)
         cm.update(restore_labels(to_labels(out, card.output_kind)[0], geo), label)
         n += 1
     report = cm.summary(card.classes)
