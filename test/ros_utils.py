@@ -48,3 +48,36 @@ def mask_of(msg: Image) -> np.ndarray:
     """Return a mono8 Image as an HxW array."""
     return np.frombuffer(memoryview(msg.data), np.uint8).reshape(msg.height, msg.step)[
         :, :msg.width]
+
+
+@contextlib.contextmanager
+def spun_in_process(node, context) -> Iterator:
+    """Spin ``node`` and a probe node on one executor thread; yield the probe; stop all after.
+
+    The node's worker is stopped and both nodes destroyed on exit.
+    """
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    probe = rclpy.create_node('probe', context=context)
+    ex = SingleThreadedExecutor(context=context)
+    ex.add_node(node)
+    ex.add_node(probe)
+    spinning = threading.Event()
+    spinning.set()
+
+    def spin():
+        while spinning.is_set():
+            ex.spin_once(timeout_sec=0.02)
+    th = threading.Thread(target=spin, daemon=True)
+    th.start()
+    try:
+        yield probe
+    finally:
+        spinning.clear()
+        th.join(2)
+        node.stop()
+        node.destroy_node()
+        probe.destroy_node()

@@ -117,16 +117,13 @@ def test_cli_folds_once_and_refuses_with_one_line(tiny_model, folded, tmp_path):
 
 def test_node_serves_a_folded_model_over_dds(tiny_model, folded, camvid_mini):
     """A running node takes the folded model and answers a frame as the float model labels it."""
-    import threading
-
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from conftest import ros_domain
-    from ros_utils import image_msg, mask_of, wait_for
+    from ros_utils import image_msg, mask_of, spun_in_process, wait_for
     from vit_seg_node.core.datasets import SegmentationDataset
     from vit_seg_node.ros.node import SegmentationNode
 
@@ -134,35 +131,22 @@ def test_node_serves_a_folded_model_over_dds(tiny_model, folded, camvid_mini):
     rclpy.init(context=ctx, domain_id=ros_domain(37))
     node = SegmentationNode(context=ctx, parameter_overrides=[
         Parameter('model_path', value=str(folded)), Parameter('threads', value=1)])
-    probe = rclpy.create_node('probe', context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    ex.add_node(probe)
-    spinning = threading.Event()
-    spinning.set()
-    th = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.02)
-                                          for _ in iter(spinning.is_set, False)], daemon=True)
-    th.start()
     try:
-        got = []
-        probe.create_subscription(Image, '/vit_seg_node/class_mask', got.append,
-                                  qos_profile_sensor_data)
-        pub = probe.create_publisher(Image, '/image', qos_profile_sensor_data)
-        rgb = SegmentationDataset(camvid_mini, 'val', cache=False).load(1)[0]
-        for _ in range(50):
-            pub.publish(image_msg(rgb, 3 * 10 ** 9, frame_id='cam'))
-            if wait_for(lambda: got, 0.5):
-                break
-        assert got, 'no mask'
-        expected = SegmentationPipeline(tiny_model, threads=1)(rgb).labels
-        np.testing.assert_array_equal(mask_of(got[0]), expected)
-        assert node.card.bytes_input
+        with spun_in_process(node, ctx) as probe:
+            got = []
+            probe.create_subscription(Image, '/vit_seg_node/class_mask', got.append,
+                                      qos_profile_sensor_data)
+            pub = probe.create_publisher(Image, '/image', qos_profile_sensor_data)
+            rgb = SegmentationDataset(camvid_mini, 'val', cache=False).load(1)[0]
+            for _ in range(50):
+                pub.publish(image_msg(rgb, 3 * 10 ** 9, frame_id='cam'))
+                if wait_for(lambda: got, 0.5):
+                    break
+            assert got, 'no mask'
+            expected = SegmentationPipeline(tiny_model, threads=1)(rgb).labels
+            np.testing.assert_array_equal(mask_of(got[0]), expected)
+            assert node.card.bytes_input
     finally:
-        spinning.clear()
-        th.join(2)
-        node.stop()
-        node.destroy_node()
-        probe.destroy_node()
         ctx.try_shutdown()
 
 

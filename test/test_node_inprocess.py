@@ -8,14 +8,13 @@ import threading
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 import yaml
 
 from conftest import ros_domain
-from ros_utils import image_msg, mask_of, wait_for
+from ros_utils import image_msg, mask_of, spun_in_process, wait_for
 from vit_seg_node.core.datasets import SegmentationDataset
 from vit_seg_node.eval.harness import Probe
 from vit_seg_node.pipeline import SegmentationPipeline
@@ -41,19 +40,7 @@ def make_node(ctx, **params) -> SegmentationNode:
 
 def test_one_frame_end_to_end_and_parameter_cache(ros_context, tiny_model, camvid_mini):
     node = make_node(ros_context, model_path=str(tiny_model), threads=1)
-    probe = rclpy.create_node('probe', context=ros_context)
-    ex = SingleThreadedExecutor(context=ros_context)
-    ex.add_node(node)
-    ex.add_node(probe)
-    spinning = threading.Event()
-    spinning.set()
-
-    def spin():
-        while spinning.is_set():
-            ex.spin_once(timeout_sec=0.02)
-    th = threading.Thread(target=spin, daemon=True)
-    th.start()
-    try:
+    with spun_in_process(node, ros_context) as probe:
         got = []
         probe.create_subscription(Image, '/vit_seg_node/class_mask', got.append,
                                   qos_profile_sensor_data)
@@ -89,12 +76,6 @@ def test_one_frame_end_to_end_and_parameter_cache(ros_context, tiny_model, camvi
         d = node.describe_parameters(['overlay_alpha', 'threads'])
         assert d[0].floating_point_range[0].to_value == 1.0
         assert d[1].integer_range[0].to_value == PARAMETERS['threads'].high
-    finally:
-        spinning.clear()
-        th.join(2)
-        node.stop()
-        node.destroy_node()
-        probe.destroy_node()
 
 
 @pytest.mark.parametrize('params, message', [

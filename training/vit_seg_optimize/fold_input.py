@@ -21,10 +21,11 @@ import numpy as np
 
 from vit_seg_node.core.errors import UserError
 
-# elementwise error allowed between the folded and the original graph's outputs, relative to the
-# output's range: the graph rounds x * scale + shift in float32 where the host rounded it its own
-# way, and where the input is then quantized to INT8 (Q/DQ forms) a value can land one step
-# (1/255 of the range) apart; labels must agree on all but this share of pixels (near ties)
+# error allowed between the folded and the original graph's outputs (``export.relative_error``,
+# as the export check measures it): the graph rounds x * scale + shift in float32 where the host
+# rounded it its own way, and where the input is then quantized to INT8 (Q/DQ forms) a value can
+# land one step (1/255 of the range) apart; labels must agree on all but this share of pixels
+# (near ties)
 TOLERANCE = 1e-2
 MAX_LABEL_MISMATCH = 1e-3
 
@@ -98,6 +99,7 @@ def compare(original: Path, folded: Path, card, folded_card, frames: np.ndarray)
     """Run both graphs on the same frames; return the largest output error and label mismatch."""
     from vit_seg_node.backends.onnxruntime_backend import OnnxRuntimeBackend
     from vit_seg_node.core.processing import model_input, to_labels
+    from vit_seg_optimize.export import relative_error
 
     a = OnnxRuntimeBackend(original, card, threads=0, providers=['CPUExecutionProvider'])
     b = OnnxRuntimeBackend(folded, folded_card, threads=0, providers=['CPUExecutionProvider'])
@@ -107,8 +109,7 @@ def compare(original: Path, folded: Path, card, folded_card, frames: np.ndarray)
         ref = a.infer(model_input(chunk, card))
         got = b.infer(model_input(chunk, folded_card))
         if card.output_kind == 'logits':
-            span = float(np.ptp(ref)) or 1.0
-            worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - ref))) / span)
+            worst = max(worst, relative_error(got.astype(np.float64), ref))
         mismatch = max(mismatch, float(np.mean(to_labels(got, card.output_kind) !=
                                                to_labels(ref, card.output_kind))))
     return {'max_relative_error': worst, 'max_label_mismatch': mismatch,

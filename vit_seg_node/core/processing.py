@@ -173,7 +173,7 @@ class Preprocessor:
         """Pre-process ``image`` into place ``i`` of the kept batch; return its geometry."""
         slot = self._frames[i]
         resized, geo = resize_to_input(image, self.card, slot)
-        if not np.shares_memory(resized, slot):
+        if not np.may_share_memory(resized, slot):     # a bounds check, not an exact one
             slot[...] = resized
         if not self.card.bytes_input:
             normalize(slot[None], self.card, self._batch[i:i + 1], self._planes)
