@@ -117,10 +117,11 @@ def test_a_camera_that_stops_goes_error_while_the_other_is_served(tiny_model, fr
                                       'cameras': list(CAMS), 'stale_timeout': 1.0,
                                       **reliable_cameras(CAMS)}):
         answer_to(pubs['rear'], masks['rear'], image_msg(frames[0], 1))     # rear, then silence
-        for i in range(40):                                           # front goes on, 10 Hz
+        for i in range(52):                                           # front goes on, 10 Hz
             pubs['front'].publish(image_msg(frames[i % len(frames)], 2 * 10 ** 9 + i))
             time.sleep(0.1)
-        time.sleep(1.2)
+        # read while front is still fresh: a status 1.2 s after its last frame would call it
+        # stale too (stale_timeout 1.0 s); rear has been silent for more than 5 s
         st = statuses(diag)
         rear = st['/vit_seg_node: segmentation: camera rear']
         front = st['/vit_seg_node: segmentation: camera front']
