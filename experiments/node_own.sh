@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The node's own work per frame (receive-to-publish minus inference, and its stages) with the
-# float model and the same model with its normalisation folded into the graph (uint8 frames in),
-# under both executors, in interleaved repeats (the host drifts; compare within one run).
+# float model, the same model with its normalisation folded into the graph (uint8 frames in), and
+# that one arg-maxing at half the input's resolution (vit-seg label-stride), under both executors,
+# in interleaved repeats (the host drifts; compare within one run).
 #   bash experiments/node_own.sh DATA OUT_DIR [REPEATS]
-# Writes OUT_DIR/{float,folded}_{single,events}_K.json (vit-seg bench-node reports) and
+# Writes OUT_DIR/{float,folded,strided}_{single,events}_K.json (vit-seg bench-node reports) and
 # OUT_DIR/summary.json (medians over repeats, the CPU).
 set -euo pipefail
 data=$1 out=$2 reps=${3:-2}
@@ -11,10 +12,12 @@ V=${VENV:-.venv}/bin
 mkdir -p "$out"
 mkdir -p runs/node_own
 $V/vit-seg fold-input --model vit_seg_node/data/models/fast.onnx --out runs/node_own/fast_folded.onnx > /dev/null
+$V/vit-seg label-stride --model runs/node_own/fast_folded.onnx --out runs/node_own/fast_strided.onnx \
+  --stride 2 --frames "$data" > /dev/null
 for k in $(seq 1 "$reps"); do
-  for model in float folded; do
+  for model in float folded strided; do
     m=vit_seg_node/data/models/fast.onnx
-    [ $model = folded ] && m=runs/node_own/fast_folded.onnx
+    [ $model != float ] && m=runs/node_own/fast_$model.onnx
     for ex in single events; do
       $V/vit-seg bench-node --frames "$data" --model "$m" --runs 60 --executor $ex \
         --json "$out/${model}_${ex}_$k.json" | tail -2 | head -1 | sed "s/^/$model $ex $k: /"

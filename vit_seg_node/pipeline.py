@@ -127,7 +127,7 @@ class SegmentationPipeline:
         t2 = time.perf_counter()
         labels = to_labels(out, self.card.output_kind)[0]
         if at_source:
-            labels = restore_labels(labels, geo)
+            labels = restore_labels(labels, geo, self.card.output_stride)
         t3 = time.perf_counter()
         return Segmentation(labels, geo, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
 
@@ -156,7 +156,7 @@ class SegmentationPipeline:
         results = []
         for lab, geo, pre_s in zip(labels, geos, pre):
             t = time.perf_counter()
-            lab = restore_labels(lab, geo) if at_source else lab
+            lab = restore_labels(lab, geo, self.card.output_stride) if at_source else lab
             results.append(Segmentation(lab, geo, pre_s * 1e3, infer_ms,
                                         (time.perf_counter() - t) * 1e3))
         return results

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from vit_seg_node.core.argtypes import BUDGET, COUNT, int_in, THREADS
-from vit_seg_node.core.card import MAX_BATCH, MAX_INPUT_SIDE
+import numpy as np
+
+from vit_seg_node.core.argtypes import BUDGET, COUNT, float_in, int_in, THREADS
+from vit_seg_node.core.card import MAX_BATCH, MAX_INPUT_SIDE, MAX_OUTPUT_STRIDE
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.lifetime import terminate_on_sigterm
 
@@ -92,6 +94,27 @@ def cmd_fold_input(a: argparse.Namespace) -> int:
     card = fold_input(a.model, a.out, command_line())
     print(f'{a.out}: takes {card.input_dtype} {card.input_layout} frames; against {a.model}: '
           f'{card.extra["fold_check"]}')
+    return 0
+
+
+def cmd_label_stride(a: argparse.Namespace) -> int:
+    """Write a model that arg-maxes at 1/stride of its input (``label_stride.label_stride``)."""
+    from vit_seg_node.cli import command_line
+    from vit_seg_node.core.card import load_card
+    from vit_seg_node.core.datasets import spread_frames
+    from vit_seg_node.core.processing import resize_to_input
+    from vit_seg_optimize.label_stride import label_stride
+
+    frames = None
+    if a.frames:
+        card = load_card(a.model)
+        frames = np.stack([resize_to_input(f, card)[0]
+                           for f in spread_frames(a.frames, a.split, a.num_frames)])
+        if not len(frames):
+            raise UserError(f'no frames in {a.frames} split {a.split}')
+    card = label_stride(a.model, a.out, a.stride, command_line(), frames, a.min_agreement)
+    print(f'{a.out}: labels at 1/{card.output_stride} of the input; against {a.model}: '
+          f'{card.extra["stride_check"]}; score it with vit-seg eval --record')
     return 0
 
 
@@ -209,6 +232,19 @@ def register(sub) -> None:
                    help='ONNX model with its card (any precision)')
     p.add_argument('--out', required=True)
     p.set_defaults(func=cmd_fold_input)
+
+    p = sub.add_parser('label-stride', help='arg-max at 1/stride of the input (the host '
+                                            'upsamples the labels)')
+    p.add_argument('--model', required=True, help='ONNX model with its card (any precision)')
+    p.add_argument('--out', required=True)
+    p.add_argument('--stride', type=int_in(2, MAX_OUTPUT_STRIDE), default=2)
+    p.add_argument('--frames', help='dataset root: check against the original on its frames '
+                                    '(default: generated frames)')
+    p.add_argument('--split', default='val')
+    p.add_argument('--num-frames', type=int_in(1, 1000), default=8)
+    p.add_argument('--min-agreement', type=float_in(0.0, 1.0), default=0.95,
+                   help='share of pixels whose label must match the original\'s')
+    p.set_defaults(func=cmd_label_stride)
 
     p = sub.add_parser('sensitivity', help='per-group INT8 sensitivity and a precision plan')
     p.add_argument('--model', required=True)

@@ -32,7 +32,8 @@ MAX_INPUT_SIDE = 4096    # network input height and width
 CARD_KEYS = ('format', 'name', 'input', 'output', 'classes', 'palette', 'ignore_index',
              'backbone', 'decoder', 'reduction', 'precision', 'metrics', 'command', 'extra')
 INPUT_KEYS = ('name', 'batch', 'height', 'width', 'layout', 'dtype', 'resize', 'mean', 'std')
-OUTPUT_KEYS = ('name', 'kind')
+OUTPUT_KEYS = ('name', 'kind', 'stride')
+MAX_OUTPUT_STRIDE = 32     # output map at 1/stride of the input (``vit-seg label-stride``)
 # What the graph takes: normalised float32 planes, or the RGB bytes of the resized frame with
 # the normalisation (``mean``/``std``) inside the graph (``vit-seg fold-input``).
 INPUT_FORMATS = (('NCHW', 'float32'), ('NHWC', 'uint8'))
@@ -62,6 +63,7 @@ class ModelCard:
     batch: int = 1
     output_name: str = 'logits'
     output_kind: str = 'logits'
+    output_stride: int = 1
     backbone: str = ''
     decoder: str = ''
     reduction: dict[str, Any] = dataclasses.field(default_factory=lambda: {'policy': 'none'})
@@ -94,7 +96,8 @@ class ModelCard:
                       'height': self.input_height, 'width': self.input_width,
                       'layout': self.input_layout, 'dtype': self.input_dtype,
                       'resize': self.resize, 'mean': list(self.mean), 'std': list(self.std)},
-            'output': {'name': self.output_name, 'kind': self.output_kind},
+            'output': {'name': self.output_name, 'kind': self.output_kind,
+                       'stride': int(self.output_stride)},
             'classes': list(self.classes),
             'palette': [list(map(int, c)) for c in self.palette],
             'ignore_index': int(self.ignore_index),
@@ -166,6 +169,7 @@ def _card_fields(doc: Any) -> dict[str, Any]:
                                 empty=False),
         output_kind=schema.text(schema.required(out, 'kind', 'output.'), 'output.kind',
                                 choices=OUTPUT_KINDS),
+        output_stride=_stride(out.get('stride', 1), inp),
         classes=classes,
         palette=[[schema.integer(v, f'palette[{i}][{j}]', 0, 255) for j, v in
                   enumerate(schema.sequence(c, f'palette[{i}]', 3, 3))]
@@ -179,6 +183,16 @@ def _card_fields(doc: Any) -> dict[str, Any]:
         command=schema.text(doc.get('command', ''), 'command', 10000),
         extra=dict(schema.mapping(doc.get('extra') or {}, 'extra')),
     )
+
+
+def _stride(value: Any, inp: dict) -> int:
+    """Return ``output.stride``: the output map is the input's height and width over it."""
+    stride = schema.integer(value, 'output.stride', 1, MAX_OUTPUT_STRIDE)
+    for side in ('height', 'width'):
+        size = inp.get(side)
+        if isinstance(size, int) and size % stride:
+            raise SchemaError(f'output.stride: {stride} does not divide input.{side} {size}')
+    return stride
 
 
 def _triple(value: Any, key: str, positive: bool) -> list[float]:

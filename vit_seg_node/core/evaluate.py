@@ -32,7 +32,8 @@ def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray],
         resized, geo = resize_to_input(image, card)
         x = model_input(resized[None], card)
         out = predict(np.repeat(x, card.batch, 0) if card.batch > 1 else x)
-        cm.update(restore_labels(to_labels(out, card.output_kind)[0], geo), label)
+        cm.update(restore_labels(to_labels(out, card.output_kind)[0], geo, card.output_stride),
+                  label)
         n += 1
     report = cm.summary(card.classes)
     report['num_images'] = n

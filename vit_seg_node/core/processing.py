@@ -211,21 +211,40 @@ def nearest_rows(src: int, dst: int) -> np.ndarray:
     return idx
 
 
-def restore_labels(labels: np.ndarray, geo: Geometry) -> np.ndarray:
-    """Return a network-size label map at the source image size.
+def gather_blocks(labels: np.ndarray, roi: tuple[int, int, int, int], size: tuple[int, int],
+                  stride: int) -> np.ndarray:
+    """Return the ``size`` map of the input region ``roi`` read from a map at 1/``stride``.
+
+    Each pixel takes the label of the block that holds its nearest input pixel: a letterbox's
+    image region need not start or end on a block.
+    """
+    y0, x0, h, w = roi
+    rows = (y0 + np.arange(size[0]) * h // size[0]) // stride
+    cols = (x0 + np.arange(size[1]) * w // size[1]) // stride
+    return labels[rows[:, None], cols[None, :]]
+
+
+def restore_labels(labels: np.ndarray, geo: Geometry, stride: int = 1) -> np.ndarray:
+    """Return a label map of the network input (or of 1/``stride`` of it) at the source size.
 
     The letterbox is cut off; a centre crop's label map is placed where the crop came from, and
     the source pixels the network did not see get ``UNSEEN`` (255, no class). Nearest neighbour
     on the uint8 labels, never on logits. When only the height differs (a stretched 480x360
     frame and a 480x352 network), the rows are gathered with a cached index (``nearest_rows``;
     ``experiments/frame_path.py`` times both), with the same result as ``cv2.resize(...,
-    INTER_NEAREST)``, which does the rest.
+    INTER_NEAREST)``, which does the rest. ``stride``: the card's ``output.stride`` (a graph
+    that arg-maxes below the input's resolution, ``vit-seg label-stride``).
     """
     y0, x0, h, w = geo.roi
-    labels = labels[y0:y0 + h, x0:x0 + w]
     cy, cx, ch, cw = geo.crop or (0, 0, geo.src_height, geo.src_width)
+    if stride > 1 and (y0, x0, h, w) != (0, 0, labels.shape[0] * stride,
+                                         labels.shape[1] * stride):
+        labels = gather_blocks(labels, geo.roi, (ch, cw), stride)
+    elif stride == 1:
+        labels = labels[y0:y0 + h, x0:x0 + w]
     if labels.shape != (ch, cw):
-        labels = np.take(labels, nearest_rows(h, ch), axis=0) if w == cw else \
+        labels = np.take(labels, nearest_rows(labels.shape[0], ch), axis=0) \
+            if labels.shape[1] == cw else \
             cv2.resize(labels, (cw, ch), interpolation=cv2.INTER_NEAREST)
     if geo.crop is None:
         return labels
@@ -257,7 +276,7 @@ def parse_aspect(text: str) -> float:
 
 def postprocess(output: np.ndarray, geo: Geometry, card: ModelCard) -> np.ndarray:
     """Return the HxW uint8 class map of one image at its source resolution."""
-    return restore_labels(to_labels(output, card.output_kind)[0], geo)
+    return restore_labels(to_labels(output, card.output_kind)[0], geo, card.output_stride)
 
 
 def palette_array(card: ModelCard) -> np.ndarray:

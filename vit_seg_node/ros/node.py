@@ -70,10 +70,11 @@ def check_rungs(rungs: list) -> None:
     first = rungs[0].card
     for r in rungs:
         c = r.card
-        if (c.input_height, c.input_width, c.classes, c.resize) != \
-                (first.input_height, first.input_width, first.classes, first.resize):
+        if (c.input_height, c.input_width, c.classes, c.resize, c.output_stride) != \
+                (first.input_height, first.input_width, first.classes, first.resize,
+                 first.output_stride):
             raise UserError(f'ladder rung {r.model_path} differs from {rungs[0].model_path} in '
-                            f'input size, resize mode or classes')
+                            f'input size, resize mode, classes or output stride')
         if c.batch != first.batch:
             raise UserError(f'ladder rung {r.model_path} takes a batch of {c.batch} frames, '
                             f'{rungs[0].model_path} of {first.batch}: every rung must take '
@@ -83,9 +84,10 @@ def check_rungs(rungs: list) -> None:
         except Exception as exc:  # any backend's error types
             raise UserError(f'model {r.model_path} fails on a blank frame: '
                             f'{type(exc).__name__}: {shorten(str(exc))}') from None
-        if labels.shape != (1, c.input_height, c.input_width):
+        want = (1, c.input_height // c.output_stride, c.input_width // c.output_stride)
+        if labels.shape != want:
             raise UserError(f'model {r.model_path} returns labels of shape {labels.shape}, not '
-                            f'(1, {c.input_height}, {c.input_width}) as its card says')
+                            f'{want} as its card says')
 
 
 def reference_latencies_ms(rungs: list, warmup: int = 3, rounds: int = 5) -> list[float]:
@@ -110,8 +112,13 @@ def stamp_to_s(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def scaled_camera_info(info: CameraInfo, geo, out_h: int, out_w: int, header) -> CameraInfo:
-    """Return ``info`` rescaled to the mask resolution (identity when it equals the input)."""
+def scaled_camera_info(info: CameraInfo, geo, out_h: int, out_w: int, header,
+                       stride: int = 1) -> CameraInfo:
+    """Return ``info`` rescaled to the mask resolution (identity when it equals the input).
+
+    A mask at the network's resolution is at 1/``stride`` of its input (the card's
+    ``output.stride``).
+    """
     out = CameraInfo()
     out.header = header
     out.height, out.width = out_h, out_w
@@ -122,8 +129,8 @@ def scaled_camera_info(info: CameraInfo, geo, out_h: int, out_w: int, header) ->
         sx = sy = 1.0
         ox = oy = 0.0
     else:
-        sx, sy = w / cw, h / ch
-        ox, oy = x0 - cx * sx, y0 - cy * sy
+        sx, sy = w / cw / stride, h / ch / stride
+        ox, oy = x0 / stride - cx * sx, y0 / stride - cy * sy
     k = list(info.k)
     k[0], k[2], k[4], k[5] = k[0] * sx, k[2] * sx + ox, k[4] * sy, k[5] * sy + oy
     p = list(info.p)
@@ -439,7 +446,7 @@ class SegmentationCore:
                 cam.pub_overlay.publish(m)
         if info is not None:
             cam.pub_info.publish(scaled_camera_info(info, geo, labels.shape[0], labels.shape[1],
-                                                    header))
+                                                    header, self.rungs[0].card.output_stride))
 
     def _camera_info_for(self, cam: Camera, geo) -> Optional[CameraInfo]:
         """Return the camera's info if it describes frames of this size (else warn, None)."""

@@ -1,0 +1,133 @@
+"""Arg-max below the input's resolution: the graph returns labels at 1/stride of its input.
+
+A segmentation graph exported here ends in a bilinear ``Resize`` of the decoder's logits to the
+input size and an ``ArgMax`` over them (then a ``Cast`` to uint8, or the logits themselves). For
+``fast.onnx`` that float resize of 11 maps to 352x480 and the arg-max over them are about a tenth
+of the model's kernel time on a CPU, to make a map the host then resamples to the frame's size
+by nearest neighbour anyway. ``label_stride`` makes the graph resize its logits to 1/stride of
+the input instead; the card says so (``output.stride``) and the host brings the smaller map to
+the frame's size in the same single nearest-neighbour step (``core.processing.restore_labels``).
+Class boundaries are then placed to ``stride`` input pixels; the new graph is run against the
+original on frames and written only if their labels agree on ``min_agreement`` of the pixels.
+The card's metrics are dropped: score the new model (``vit-seg eval --record``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import tempfile
+from typing import Optional
+
+import numpy as np
+
+from vit_seg_node.core.errors import UserError
+
+MIN_AGREEMENT = 0.95    # share of pixels whose label the original graph gives too
+
+
+def resize_before_output(graph, output_name: str, kind: str):
+    """Return the ``Resize`` node whose result is the output (through ArgMax, maybe a Cast)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    node = producer.get(output_name)
+    chain = ['Cast', 'ArgMax'] if kind == 'labels' else []
+    for op in chain:
+        if node is not None and node.op_type == op:
+            node = producer.get(node.input[0])
+        elif op != 'Cast':
+            node = None
+    if node is None or node.op_type != 'Resize':
+        tail = 'Resize -> ArgMax [-> Cast]' if kind == 'labels' else 'Resize'
+        raise UserError(f'the graph does not end in {tail} before its output {output_name!r}: '
+                        f'nothing to move below the input resolution')
+    return node
+
+
+def stride_graph(model, card, stride: int):
+    """Return ``model`` (an ``onnx.ModelProto``, changed in place) resizing logits to 1/stride."""
+    import onnx
+    from onnx import numpy_helper
+
+    h, w = card.input_height, card.input_width
+    if stride < 2 or h % stride or w % stride:
+        raise UserError(f'--stride must be 2 or more and divide the input {w}x{h}, got {stride}')
+    graph = model.graph
+    resize = resize_before_output(graph, card.output_name, card.output_kind)
+    sizes = np.array([card.batch, card.num_classes, h // stride, w // stride], np.int64)
+    name = f'{card.output_name}__stride_sizes'
+    graph.initializer.append(numpy_helper.from_array(sizes, name))
+    inputs = list(resize.input) + [''] * (4 - len(resize.input))
+    inputs[2], inputs[3] = '', name          # sizes, not scales
+    del resize.input[:]
+    resize.input.extend(inputs)
+    stale = [v for v in graph.value_info if len(v.type.tensor_type.shape.dim) >= 3]
+    for v in stale:                          # shapes below the resize change: let them be inferred
+        graph.value_info.remove(v)
+    for out in graph.output:
+        if out.name == card.output_name:
+            dims = out.type.tensor_type.shape.dim
+            dims[-2].dim_value, dims[-1].dim_value = h // stride, w // stride
+    onnx.checker.check_model(model)
+    return model
+
+
+def agreement(original: Path, strided: Path, card, strided_card, frames: np.ndarray) -> dict:
+    """Return the share of pixels where both graphs give the same label, at the input's size."""
+    from vit_seg_node.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from vit_seg_node.core.processing import fit_geometry, model_input, restore_labels, to_labels
+
+    a = OnnxRuntimeBackend(original, card, threads=0, providers=['CPUExecutionProvider'])
+    b = OnnxRuntimeBackend(strided, strided_card, threads=0, providers=['CPUExecutionProvider'])
+    h, w = card.input_height, card.input_width
+    geo = fit_geometry(h, w, h, w, 'stretch')
+    same, total = 0, 0
+    for i in range(0, len(frames) - card.batch + 1, card.batch):
+        x = model_input(frames[i:i + card.batch], card)
+        ref = to_labels(a.infer(x), card.output_kind)
+        got = to_labels(b.infer(x), card.output_kind)
+        for r, g in zip(ref, got):
+            same += int(np.sum(restore_labels(g, geo, strided_card.output_stride) == r))
+            total += r.size
+    return {'label_agreement': same / max(total, 1), 'frames': total // (h * w)}
+
+
+def label_stride(model_path: str | os.PathLike, out_path: str | os.PathLike, stride: int,
+                 command: str = '', frames: Optional[np.ndarray] = None,
+                 min_agreement: float = MIN_AGREEMENT):
+    """Write ``model_path`` giving labels at 1/``stride`` of its input, and its card; return it.
+
+    ``frames``: resized RGB uint8 (N x H x W x 3) to check the new graph against the original on
+    (default ``fold_input.check_frames``); the result goes in the card's ``extra.stride_check``.
+    """
+    import onnx
+
+    from vit_seg_node.core.card import card_path_for, load_card, save_card
+    from vit_seg_node.core.io import copy_atomic
+    from vit_seg_optimize.fold_input import check_frames
+    from vit_seg_optimize.onnx_io import load_onnx
+
+    src, out = Path(model_path), Path(out_path)
+    if src.resolve() == out.resolve():
+        raise UserError('--out must differ from --model (the original is the reference)')
+    card = load_card(src)
+    if card.output_stride != 1:
+        raise UserError(f'{src} already gives labels at 1/{card.output_stride} of its input')
+    model = stride_graph(load_onnx(src), card, stride)
+    new_card = load_card(src)
+    new_card.output_stride, new_card.metrics = stride, {}
+    frames = check_frames(card) if frames is None else frames
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tmp_model = Path(tmp) / out.name
+        onnx.save(model, str(tmp_model))
+        report = agreement(src, tmp_model, card, new_card, frames)
+        if report['label_agreement'] < min_agreement:
+            raise UserError(f'labels at 1/{stride} agree with {src} on '
+                            f'{report["label_agreement"]:.4f} of the pixels, under '
+                            f'{min_agreement}: not written')
+        new_card.extra = {**card.extra, 'stride_check': report}
+        new_card.command = command or card.command
+        save_card(new_card, tmp_model)
+        copy_atomic(tmp_model, out)
+        copy_atomic(card_path_for(tmp_model), card_path_for(out))
+    return new_card
