@@ -380,6 +380,7 @@ class SegmentationCore:
         """Publish one frame's outputs and record its counters and stage latencies."""
         t2 = time.perf_counter()
         self._publish(cam, msg.header, seg.labels, rgb, seg.geometry)
+        done = time.monotonic()      # the mask is out: what follows is bookkeeping
         publish_ms = (time.perf_counter() - t2) * 1e3
         cam.counters['published'] += 1
         cam.rate_out.tick()
@@ -388,7 +389,6 @@ class SegmentationCore:
         cam.lat['infer'].add(seg.infer_ms)
         cam.lat['post'].add(seg.post_ms)
         cam.lat['publish'].add(publish_ms)
-        done = time.monotonic()
         total_ms = (done - received) * 1e3
         cam.lat['receive_to_publish'].add(total_ms)
         cam.lat['own'].add(total_ms - seg.infer_ms)
