@@ -50,10 +50,12 @@ class LatestFrameWorker:
     def offer(self, item: Any, source: Hashable = None) -> bool:
         """Put ``item`` in ``source``'s slot without blocking; True if it replaced a waiting one.
 
-        The caller then lets go of the interpreter lock for a moment (``time.sleep(0)``), so that
-        the worker it woke starts now: rclpy's Python executor otherwise keeps the lock through
-        its own bookkeeping until it next waits, and the worker with it (a hand-off of 0.40-0.48
-        against 0.12 ms, ``bench-node`` with the single executor, 2-core Xeon; docs/node.md).
+        With a batch of 1 the caller then lets go of the interpreter lock for a moment
+        (``time.sleep(0)``), so that the worker it woke starts now: rclpy's Python executor
+        otherwise keeps the lock through its own bookkeeping until it next waits, and the worker
+        with it (a hand-off of 0.40-0.48 against 0.12 ms, ``bench-node`` with the single
+        executor, 2-core Xeon; docs/node.md). A worker taking batches gains from the frames of
+        other sources that arrive meanwhile, and is left to wake as it does.
         """
         with self._cv:
             replaced = source in self._slots
@@ -61,7 +63,8 @@ class LatestFrameWorker:
                 self._order.append(source)
             self._slots[source] = item
             self._cv.notify()
-        time.sleep(0)
+        if self.batch == 1:
+            time.sleep(0)
         return replaced
 
     def drain(self, timeout: float = 5.0) -> int:
