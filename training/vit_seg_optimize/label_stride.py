@@ -43,6 +43,18 @@ def resize_before_output(graph, output_name: str, kind: str):
     return node
 
 
+def downstream(graph, name: str) -> set[str]:
+    """Return ``name`` and every tensor computed from it."""
+    found, grew = {name}, True
+    while grew:
+        grew = False
+        for node in graph.node:
+            if found.intersection(node.input) and not found.issuperset(node.output):
+                found.update(node.output)
+                grew = True
+    return found
+
+
 def stride_graph(model, card, stride: int):
     """Return ``model`` (an ``onnx.ModelProto``, changed in place) resizing logits to 1/stride."""
     import onnx
@@ -60,9 +72,9 @@ def stride_graph(model, card, stride: int):
     inputs[2], inputs[3] = '', name          # sizes, not scales
     del resize.input[:]
     resize.input.extend(inputs)
-    stale = [v for v in graph.value_info if len(v.type.tensor_type.shape.dim) >= 3]
-    for v in stale:                          # shapes below the resize change: let them be inferred
-        graph.value_info.remove(v)
+    below = downstream(graph, resize.output[0])
+    for v in [v for v in graph.value_info if v.name in below]:
+        graph.value_info.remove(v)           # their shapes change: let them be inferred
     for out in graph.output:
         if out.name == card.output_name:
             dims = out.type.tensor_type.shape.dim
