@@ -40,7 +40,7 @@ def tiny_model_b2(tmp_path_factory) -> Path:
     return export_tiny(tmp_path_factory.mktemp('models') / 'tiny_b2.onnx', batch=2)
 
 
-def export_tiny(out: Path, batch: int = 1) -> Path:
+def export_tiny(out: Path, batch: int = 1, output: str = 'logits') -> Path:
     """Export the tiny ViT segmenter (random weights, seed 0) to ``out`` with its card."""
     import torch
 
@@ -55,7 +55,7 @@ def export_tiny(out: Path, batch: int = 1) -> Path:
     model = create_model('segvit_test', num_classes=11, img_size=(64, 96), decoder='linear')
     card = card_from_config(cfg, 'tiny_test', command='pytest fixture')
     frames = [SegmentationDataset(MINI, 'val', cache=False).load(i)[0] for i in range(2)]
-    export_onnx(model, card, out, frames, batch=batch)
+    export_onnx(model, card, out, frames, batch=batch, output=output)
     return out
 
 

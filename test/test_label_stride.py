@@ -8,7 +8,9 @@ import onnx
 from onnx import helper, numpy_helper, TensorProto
 import pytest
 
-from vit_seg_node.core.card import check_card, load_card, ModelCardError, save_card
+from vit_seg_node.backends.base import BackendError
+from vit_seg_node.core.card import card_path_for, check_card, load_card, ModelCardError, \
+    save_card
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.processing import fit_geometry, gather_blocks, restore_labels
 from vit_seg_node.pipeline import SegmentationPipeline
@@ -24,11 +26,19 @@ def strided(tiny_model, tmp_path_factory):
     return out
 
 
-def test_the_card_says_the_stride_and_drops_the_old_scores(tiny_model, strided):
-    card = load_card(strided)
-    assert card.output_stride == 2 and card.metrics == {}
-    assert card.extra['stride_check']['label_agreement'] >= 0.95
-    assert load_card(tiny_model).output_stride == 1
+def test_the_card_says_the_stride_and_drops_the_old_scores(tiny_model, tmp_path):
+    scored = tmp_path / 'scored.onnx'
+    scored.write_bytes(tiny_model.read_bytes())
+    card = load_card(tiny_model)
+    card.metrics = {'miou': 0.5}
+    save_card(card, scored)
+    out = tmp_path / 'scored_s2.onnx'
+    label_stride(scored, out, 2)
+    new = load_card(out)
+    assert new.output_stride == 2 and new.metrics == {}
+    assert new.extra['stride_check']['label_agreement'] >= 0.95
+    assert load_card(scored).output_stride == 1 and 'stride' not in \
+        card_path_for(scored).read_text().split('output:')[1].split('classes:')[0]
 
 
 @pytest.mark.parametrize('resize', ['stretch', 'letterbox', 'crop'])
@@ -45,24 +55,30 @@ def test_labels_come_back_at_the_frame_size_and_mostly_as_before(tiny_model, str
         assert raw.shape == (card.input_height // 2, card.input_width // 2)
 
 
-def test_a_folded_model_takes_a_stride_and_the_other_way_round(tiny_model, strided, frames,
+def test_a_strided_model_folds_and_a_folded_one_takes_a_stride(tiny_model, strided, frames,
                                                                tmp_path):
     both = tmp_path / 'u8_s2.onnx'
     fold_input(strided, both)
     card = load_card(both)
     assert (card.input_dtype, card.output_stride) == ('uint8', 2)
-    np.testing.assert_array_equal(SegmentationPipeline(strided, threads=1)(frames[0]).labels,
-                                  SegmentationPipeline(both, threads=1)(frames[0]).labels)
+    other = tmp_path / 's2_u8.onnx'
+    fold_input(tiny_model, tmp_path / 'u8.onnx')
+    label_stride(tmp_path / 'u8.onnx', other, 2)
+    labels = SegmentationPipeline(strided, threads=1)(frames[0]).labels
+    for path in (both, other):
+        got = SegmentationPipeline(path, threads=1)(frames[0]).labels
+        np.testing.assert_array_equal(labels, got)
 
 
 def test_restore_labels_from_a_smaller_map_places_each_block():
     small = np.arange(6 * 8, dtype=np.uint8).reshape(6, 8)
     full = np.repeat(np.repeat(small, 4, 0), 4, 1)          # the same map at the input size
-    for src, mode in (((30, 40), 'stretch'), ((20, 40), 'letterbox'), ((50, 20), 'letterbox')):
+    for src, mode in (((30, 40), 'stretch'), ((20, 40), 'letterbox'), ((50, 20), 'letterbox'),
+                      ((30, 80), 'crop')):
         geo = fit_geometry(*src, 24, 32, mode)
         got, ref = restore_labels(small, geo, 4), restore_labels(full, geo)
         assert got.shape == ref.shape == src
-        assert np.mean(got == ref) > 0.99
+        np.testing.assert_array_equal(got, ref)
 
 
 def test_a_letterbox_region_off_the_blocks_is_read_pixel_by_pixel():
@@ -92,14 +108,14 @@ def test_a_ladder_of_two_strides_is_refused(tiny_model, strided):
     check_rungs(rungs[1:])
 
 
-def test_a_card_claiming_a_stride_its_graph_lacks_fails_at_start(tiny_model, tmp_path):
+def test_a_card_claiming_a_stride_its_graph_lacks_fails_at_load(tiny_model, tmp_path):
     liar = tmp_path / 'liar.onnx'
     liar.write_bytes(tiny_model.read_bytes())
     card = load_card(tiny_model)
     card.output_stride = 2
     save_card(card, liar)
-    with pytest.raises(UserError, match='returns labels of shape'):
-        check_rungs([SegmentationPipeline(liar, threads=1)])
+    with pytest.raises(BackendError, match='output.stride'):
+        SegmentationPipeline(liar, threads=1)
 
 
 def no_resize_model(path, card):
@@ -171,3 +187,44 @@ def test_the_node_publishes_masks_of_a_strided_model_at_the_camera_size(strided,
                 np.testing.assert_array_equal(mask_of(out), pipe(rgb).labels)
     finally:
         probe.close()
+
+
+def test_a_batch_of_two_and_a_labels_graph_take_a_stride(tiny_model_b2, frames, tmp_path):
+    from conftest import export_tiny
+
+    labels = export_tiny(tmp_path / 'labels.onnx', output='labels')
+    assert load_card(labels).output_kind == 'labels'
+    for src in (tiny_model_b2, labels):
+        out = tmp_path / f'{src.stem}_s2.onnx'
+        label_stride(src, out, 2)
+        a, b = SegmentationPipeline(src, threads=1), SegmentationPipeline(out, threads=1)
+        assert b.card.output_stride == 2 and b.card.batch == a.card.batch
+        got = b.segment(frames[:b.card.batch])
+        for f, seg in zip(frames, got):
+            assert seg.labels.shape == f.shape[:2]
+            assert np.mean(seg.labels == a(f).labels) > 0.9
+
+
+def test_a_stride_that_changes_too_many_labels_is_not_written(tiny_model, tmp_path):
+    out = tmp_path / 'strict.onnx'
+    with pytest.raises(UserError, match='not written'):
+        label_stride(tiny_model, out, 8, min_agreement=1.0)
+    assert not out.exists() and not card_path_for(out).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_camera_info_of_a_mask_at_the_network_resolution_follows_the_stride():
+    from sensor_msgs.msg import CameraInfo
+    from std_msgs.msg import Header
+
+    from vit_seg_node.ros.node import scaled_camera_info
+
+    info = CameraInfo(width=480, height=360)
+    info.k = [400.0, 0.0, 240.0, 0.0, 400.0, 180.0, 0.0, 0.0, 1.0]
+    info.p = [400.0, 0.0, 240.0, 0.0, 0.0, 400.0, 180.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    geo = fit_geometry(360, 480, 352, 480, 'stretch')
+    full = scaled_camera_info(info, geo, 352, 480, Header())
+    half = scaled_camera_info(info, geo, 176, 240, Header(), stride=2)
+    assert (half.width, half.height) == (240, 176)
+    np.testing.assert_allclose([half.k[0], half.k[2], half.k[4], half.k[5]],
+                               [full.k[0] / 2, full.k[2] / 2, full.k[4] / 2, full.k[5] / 2])

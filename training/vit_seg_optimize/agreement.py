@@ -21,7 +21,7 @@ def agreement(reference: str, models: list[str], data: str, split: str = 'val',
     from vit_seg_node.core.datasets import SegmentationDataset
     from vit_seg_node.backends.base import create_backend
     from vit_seg_node.core.card import load_card
-    from vit_seg_node.core.processing import preprocess, to_labels
+    from vit_seg_node.core.processing import postprocess, preprocess
 
     ds = SegmentationDataset(data, split, None, cache=False)
     frames = [ds.load(i)[0] for i in range(min(limit, len(ds)))]
@@ -29,8 +29,11 @@ def agreement(reference: str, models: list[str], data: str, split: str = 'val',
     def labels(path: str) -> np.ndarray:
         c = load_card(path)         # any input form; a batch of N gets the frame N times
         backend = create_backend(path, c, threads=0)
-        return np.stack([to_labels(backend.infer(np.repeat(preprocess(f, c)[0], c.batch, 0)),
-                                   c.output_kind)[0] for f in frames])
+        out = []
+        for f in frames:            # at the frame's size, whatever the model's output stride
+            x, geo = preprocess(f, c)
+            out.append(postprocess(backend.infer(np.repeat(x, c.batch, 0))[:1], geo, c))
+        return np.stack(out)
     ref = labels(reference)
     return {m: float(np.mean(labels(m) == ref)) for m in models}
 

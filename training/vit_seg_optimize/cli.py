@@ -110,8 +110,6 @@ def cmd_label_stride(a: argparse.Namespace) -> int:
         card = load_card(a.model)
         frames = np.stack([resize_to_input(f, card)[0]
                            for f in spread_frames(a.frames, a.split, a.num_frames)])
-        if not len(frames):
-            raise UserError(f'no frames in {a.frames} split {a.split}')
     card = label_stride(a.model, a.out, a.stride, command_line(), frames, a.min_agreement)
     print(f'{a.out}: labels at 1/{card.output_stride} of the input; against {a.model}: '
           f'{card.extra["stride_check"]}; score it with vit-seg eval --record')
@@ -189,6 +187,29 @@ def cmd_tune(a: argparse.Namespace) -> int:
     return 0
 
 
+def register_graph_edits(sub) -> None:
+    """Add ``fold-input`` and ``label-stride``: edits of an exported graph, checked against it."""
+    p = sub.add_parser('fold-input', help='fold the input normalisation into the graph '
+                                          '(uint8 frames in)')
+    p.add_argument('--model', required=True,
+                   help='ONNX model with its card (any precision)')
+    p.add_argument('--out', required=True)
+    p.set_defaults(func=cmd_fold_input)
+
+    p = sub.add_parser('label-stride', help='arg-max at 1/stride of the input (the host '
+                                            'upsamples the labels)')
+    p.add_argument('--model', required=True, help='ONNX model with its card (any precision)')
+    p.add_argument('--out', required=True)
+    p.add_argument('--stride', type=int_in(2, MAX_OUTPUT_STRIDE), default=2)
+    p.add_argument('--frames', help='dataset root: check against the original on its frames '
+                                    '(default: generated frames)')
+    p.add_argument('--split', default='val')
+    p.add_argument('--num-frames', type=int_in(1, 1000), default=8)
+    p.add_argument('--min-agreement', type=float_in(0.0, 1.0), default=0.95,
+                   help='share of pixels whose label must match the original\'s')
+    p.set_defaults(func=cmd_label_stride)
+
+
 def register(sub) -> None:
     """Add the optimisation subcommands to ``vit-seg``'s subparsers."""
     p = sub.add_parser('export', help='export a checkpoint to ONNX with its model card')
@@ -226,25 +247,7 @@ def register(sub) -> None:
     p.add_argument('--method', default='minmax', choices=['minmax', 'percentile', 'entropy'])
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser('fold-input', help='fold the input normalisation into the graph '
-                                          '(uint8 frames in)')
-    p.add_argument('--model', required=True,
-                   help='ONNX model with its card (any precision)')
-    p.add_argument('--out', required=True)
-    p.set_defaults(func=cmd_fold_input)
-
-    p = sub.add_parser('label-stride', help='arg-max at 1/stride of the input (the host '
-                                            'upsamples the labels)')
-    p.add_argument('--model', required=True, help='ONNX model with its card (any precision)')
-    p.add_argument('--out', required=True)
-    p.add_argument('--stride', type=int_in(2, MAX_OUTPUT_STRIDE), default=2)
-    p.add_argument('--frames', help='dataset root: check against the original on its frames '
-                                    '(default: generated frames)')
-    p.add_argument('--split', default='val')
-    p.add_argument('--num-frames', type=int_in(1, 1000), default=8)
-    p.add_argument('--min-agreement', type=float_in(0.0, 1.0), default=0.95,
-                   help='share of pixels whose label must match the original\'s')
-    p.set_defaults(func=cmd_label_stride)
+    register_graph_edits(sub)
 
     p = sub.add_parser('sensitivity', help='per-group INT8 sensitivity and a precision plan')
     p.add_argument('--model', required=True)

@@ -56,31 +56,70 @@ def downstream(graph, name: str) -> set[str]:
 
 
 def stride_graph(model, card, stride: int):
-    """Return ``model`` (an ``onnx.ModelProto``, changed in place) resizing logits to 1/stride."""
+    """Return ``model`` (an ``onnx.ModelProto``, changed in place) resizing logits to 1/stride.
+
+    The resize's target becomes the batch and channels of its own input (``Shape``) and the
+    input size over ``stride``; whatever computed the old target is dropped.
+    """
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     h, w = card.input_height, card.input_width
     if stride < 2 or h % stride or w % stride:
         raise UserError(f'--stride must be 2 or more and divide the input {w}x{h}, got {stride}')
+    opset = max((o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')),
+                default=0)
+    if opset < 11:
+        raise UserError(f'the graph is opset {opset}; its Resize takes a target size from '
+                        f'opset 11 (re-export with a newer --opset)')
     graph = model.graph
     resize = resize_before_output(graph, card.output_name, card.output_kind)
-    sizes = np.array([card.batch, card.num_classes, h // stride, w // stride], np.int64)
-    name = f'{card.output_name}__stride_sizes'
-    graph.initializer.append(numpy_helper.from_array(sizes, name))
+    p = f'{card.output_name}__stride'
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([0], np.int64), f'{p}_start'),
+        numpy_helper.from_array(np.array([2], np.int64), f'{p}_end'),
+        numpy_helper.from_array(np.array([h // stride, w // stride], np.int64), f'{p}_hw')])
+    prefix = [helper.make_node('Shape', [resize.input[0]], [f'{p}_shape'], name=f'{p}_shape'),
+              helper.make_node('Slice', [f'{p}_shape', f'{p}_start', f'{p}_end'], [f'{p}_nc'],
+                               name=f'{p}_nc'),
+              helper.make_node('Concat', [f'{p}_nc', f'{p}_hw'], [f'{p}_sizes'], axis=0,
+                               name=f'{p}_sizes')]
     inputs = list(resize.input) + [''] * (4 - len(resize.input))
-    inputs[2], inputs[3] = '', name          # sizes, not scales
+    inputs[1], inputs[2], inputs[3] = '', '', f'{p}_sizes'     # sizes, not roi or scales
     del resize.input[:]
     resize.input.extend(inputs)
+    at = list(graph.node).index(resize)
+    for k, node in enumerate(prefix):
+        graph.node.insert(at + k, node)
     below = downstream(graph, resize.output[0])
     for v in [v for v in graph.value_info if v.name in below]:
         graph.value_info.remove(v)           # their shapes change: let them be inferred
     for out in graph.output:
-        if out.name == card.output_name:
-            dims = out.type.tensor_type.shape.dim
+        dims = out.type.tensor_type.shape.dim
+        if out.name == card.output_name and len(dims) >= 2:
             dims[-2].dim_value, dims[-1].dim_value = h // stride, w // stride
-    onnx.checker.check_model(model)
+    drop_unused(graph)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise UserError(f'the edited graph is not valid ONNX: {str(exc).splitlines()[0]}') \
+            from None
     return model
+
+
+def drop_unused(graph) -> None:
+    """Remove the nodes and initializers nothing reads (what computed the old resize target)."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if not used.intersection(n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input}
+    for init in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(init)
 
 
 def agreement(original: Path, strided: Path, card, strided_card, frames: np.ndarray) -> dict:
@@ -93,7 +132,9 @@ def agreement(original: Path, strided: Path, card, strided_card, frames: np.ndar
     h, w = card.input_height, card.input_width
     geo = fit_geometry(h, w, h, w, 'stretch')
     same, total = 0, 0
-    for i in range(0, len(frames) - card.batch + 1, card.batch):
+    short = -len(frames) % card.batch          # fill the last batch with copies of a frame
+    frames = np.concatenate([frames, np.repeat(frames[-1:], short, 0)]) if short else frames
+    for i in range(0, len(frames), card.batch):
         x = model_input(frames[i:i + card.batch], card)
         ref = to_labels(a.infer(x), card.output_kind)
         got = to_labels(b.infer(x), card.output_kind)

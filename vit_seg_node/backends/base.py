@@ -97,3 +97,14 @@ def create_backend(model_path: str | os.PathLike, card: ModelCard, backend: str 
     if not path.is_file():
         raise BackendError(f'model file not found: {path}')
     return backend_class(resolve_backend_name(path, backend))(path, card, **options)
+
+
+def check_output_size(size, card: ModelCard, what: str) -> None:
+    """Raise BackendError unless a static output height x width is the card's input / stride.
+
+    A free (named or unknown) dimension is not checked here.
+    """
+    want = [card.input_height // card.output_stride, card.input_width // card.output_stride]
+    if all(isinstance(d, int) for d in size) and list(size) != want:
+        raise BackendError(f'{what} is {list(size)} pixels, not the card\'s input / '
+                           f'output.stride ({want})')

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vit_seg_node.backends.base import BackendError
+from vit_seg_node.backends.base import BackendError, check_output_size
 from vit_seg_node.core.card import MAX_THREADS, ModelCard
 
 CPU = ['CPUExecutionProvider']
@@ -84,6 +84,7 @@ def check_output(output, card: ModelCard, model: str | os.PathLike) -> None:
     if not ok:
         raise BackendError(f'{model}: output {output.name!r} is {output.type} {shape}, not what '
                            f'the card\'s output.kind {kind!r} says ({card.num_classes} classes)')
+    check_output_size(shape[-2:], card, f'{model}: output {output.name!r}')
 
 
 def input_shape(card: ModelCard) -> list[int]:

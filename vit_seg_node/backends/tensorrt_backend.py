@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from vit_seg_node.backends.base import BackendError
+from vit_seg_node.backends.base import BackendError, check_output_size
 from vit_seg_node.core.card import card_path_for, ModelCard
 from vit_seg_node.core.io import atomic_write_bytes, copy_atomic, file_digest
 from vit_seg_node.core.processing import blank_input
@@ -73,6 +73,7 @@ def check_io(specs: Sequence[TensorSpec], card: ModelCard) -> tuple[TensorSpec, 
                            f'labels (uint8)')
     if card.output_kind == 'logits' and out.dtype not in ('float32', 'float16'):
         raise BackendError(f'engine output {out.name} is {out.dtype}; the card says logits')
+    check_output_size(tuple(out.shape[-2:]), card, f'engine output {out.name}')
     return inp, out
 
 

@@ -97,7 +97,7 @@ class ModelCard:
                       'layout': self.input_layout, 'dtype': self.input_dtype,
                       'resize': self.resize, 'mean': list(self.mean), 'std': list(self.std)},
             'output': {'name': self.output_name, 'kind': self.output_kind,
-                       'stride': int(self.output_stride)},
+                       **({'stride': int(self.output_stride)} if self.output_stride != 1 else {})},
             'classes': list(self.classes),
             'palette': [list(map(int, c)) for c in self.palette],
             'ignore_index': int(self.ignore_index),

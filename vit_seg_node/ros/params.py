@@ -54,7 +54,9 @@ PARAMETERS: dict[str, Param] = {
                             '(the centre; mask 255 outside it); masks keep the camera size',
                     read_only=True, choices=('card', 'stretch', 'letterbox', 'crop')),
     'output_resolution': Param('input', 'input: masks at the camera resolution; network: at '
-                                        'the model input size', choices=('input', 'network')),
+                                        'the model\'s output size (its input size, or 1/stride '
+                                        'of it: card output.stride)',
+                               choices=('input', 'network')),
     'max_fps': Param(0.0, 'accept at most this many frames per second (0: no limit)',
                      low=0.0, high=1000.0),
     'overlay_alpha': Param(0.5, 'weight of the colour mask in ~/overlay', low=0.0, high=1.0),
