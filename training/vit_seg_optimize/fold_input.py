@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -124,11 +123,8 @@ def fold_input(model_path: str | os.PathLike, out_path: str | os.PathLike,
     W x 3; default ``check_frames``) and written only if it agrees (``TOLERANCE``,
     ``MAX_LABEL_MISMATCH``); the check goes in the card's ``extra.fold_check``.
     """
-    import onnx
-
-    from vit_seg_node.core.card import card_path_for, load_card, save_card
-    from vit_seg_node.core.io import copy_atomic
-    from vit_seg_optimize.onnx_io import load_onnx
+    from vit_seg_node.core.card import load_card
+    from vit_seg_optimize.onnx_io import load_onnx, write_checked
 
     src, out = Path(model_path), Path(out_path)
     if src.resolve() == out.resolve():
@@ -140,17 +136,13 @@ def fold_input(model_path: str | os.PathLike, out_path: str | os.PathLike,
     folded_card = load_card(src)
     folded_card.input_dtype, folded_card.input_layout = 'uint8', 'NHWC'
     frames = check_frames(card) if frames is None else frames
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        tmp_model = Path(tmp) / out.name
-        onnx.save(model, str(tmp_model))
-        report = compare(src, tmp_model, card, folded_card, frames)
+
+    def check(path: Path) -> dict:
+        report = compare(src, path, card, folded_card, frames)
         if report['max_relative_error'] > TOLERANCE or \
                 report['max_label_mismatch'] > MAX_LABEL_MISMATCH:
             raise UserError(f'the folded graph disagrees with {src}: {report}')
-        folded_card.extra = {**card.extra, 'fold_check': report}
-        folded_card.command = command or card.command
-        save_card(folded_card, tmp_model)
-        copy_atomic(tmp_model, out)
-        copy_atomic(card_path_for(tmp_model), card_path_for(out))
+        return report
+
+    write_checked(model, out, folded_card, check, 'fold_check', command)
     return folded_card

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -152,12 +151,9 @@ def label_stride(model_path: str | os.PathLike, out_path: str | os.PathLike, str
     ``frames``: resized RGB uint8 (N x H x W x 3) to check the new graph against the original on
     (default ``fold_input.check_frames``); the result goes in the card's ``extra.stride_check``.
     """
-    import onnx
-
-    from vit_seg_node.core.card import card_path_for, load_card, save_card
-    from vit_seg_node.core.io import copy_atomic
+    from vit_seg_node.core.card import load_card
     from vit_seg_optimize.fold_input import check_frames
-    from vit_seg_optimize.onnx_io import load_onnx
+    from vit_seg_optimize.onnx_io import load_onnx, write_checked
 
     src, out = Path(model_path), Path(out_path)
     if src.resolve() == out.resolve():
@@ -169,18 +165,14 @@ def label_stride(model_path: str | os.PathLike, out_path: str | os.PathLike, str
     new_card = load_card(src)
     new_card.output_stride, new_card.metrics = stride, {}
     frames = check_frames(card) if frames is None else frames
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        tmp_model = Path(tmp) / out.name
-        onnx.save(model, str(tmp_model))
-        report = agreement(src, tmp_model, card, new_card, frames)
+
+    def check(path: Path) -> dict:
+        report = agreement(src, path, card, new_card, frames)
         if report['label_agreement'] < min_agreement:
             raise UserError(f'labels at 1/{stride} agree with {src} on '
                             f'{report["label_agreement"]:.4f} of the pixels, under '
                             f'{min_agreement}: not written')
-        new_card.extra = {**card.extra, 'stride_check': report}
-        new_card.command = command or card.command
-        save_card(new_card, tmp_model)
-        copy_atomic(tmp_model, out)
-        copy_atomic(card_path_for(tmp_model), card_path_for(out))
+        return report
+
+    write_checked(model, out, new_card, check, 'stride_check', command)
     return new_card
