@@ -16,19 +16,7 @@ models=()
 for cfg in "$@"; do
   name=$(basename "$cfg" .yaml)
   mkdir -p $w/$name
-  $V/python - "$cfg" "$w/$name" <<'PY'
-import sys
-import torch
-from safetensors.torch import save_file
-from vit_seg_train.config import build_model, load_config, save_config
-cfg = load_config(sys.argv[1])
-torch.manual_seed(0)
-model = build_model(cfg)
-cfg['output_dir'] = sys.argv[2]
-save_config(cfg, f'{sys.argv[2]}/config.yaml')
-save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-          f'{sys.argv[2]}/model.safetensors')
-PY
+  $V/python -m experiments.untrained "$cfg" "$w/$name"
   $V/vit-seg export --checkpoint $w/$name/model.safetensors --out $w/$name.onnx --frames "$data" \
     --split heldout --num-frames 2 --output labels \
     --reduction '{policy: neighbor, window_first: 0.8, ratio: 0.4, locations: [0, 2]}' > /dev/null

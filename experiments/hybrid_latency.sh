@@ -10,19 +10,7 @@ data=$1 out=$2
 V=${VENV:-.venv}/bin
 w=runs/hybrid_latency
 mkdir -p $w/untrained
-$V/python - "$w/untrained" <<'PY'
-import sys
-import torch
-from safetensors.torch import save_file
-from vit_seg_train.config import build_model, load_config, save_config
-cfg = load_config('training/configs/heldout/hybrid_tiny.yaml')
-torch.manual_seed(0)
-model = build_model(cfg)
-cfg['output_dir'] = sys.argv[1]
-save_config(cfg, f'{sys.argv[1]}/config.yaml')
-save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-          f'{sys.argv[1]}/model.safetensors')
-PY
+$V/python -m experiments.untrained training/configs/heldout/hybrid_tiny.yaml "$w/untrained"
 ck=$w/untrained/model.safetensors
 exp() { $V/vit-seg export --checkpoint "$1" --out "$2" --frames "$data" --split heldout \
           --num-frames 2 ${3:+--reduction "$3"} > /dev/null; }
