@@ -14,6 +14,8 @@ python3 experiments/gpu_train.py --data "$data" --out "$out" --budget "$budget" 
   --run hyb_noskip=$H --set 'hyb_noskip:model.decoder_args={skip_dim: 0}' \
   --run hyb_conv0=$H --set 'hyb_conv0:model.conv_depths=[0, 1, 2, 0]' \
   --run hyb_conv4=$H --set 'hyb_conv4:model.conv_depths=[1, 2, 3, 4]' \
+  --run hyb_c0134d4=$H --set 'hyb_c0134d4:model.conv_depths=[0, 1, 3, 4]' \
+  --set 'hyb_c0134d4:model.conv_widths=[16, 24, 48, 128]' --set 'hyb_c0134d4:model.depth=4' \
   --run hyb_nodistill=$H --set 'hyb_nodistill:train.distill=null' \
   --run hyb_cp=$H --set "hyb_cp:data.copy_paste=$CP" \
   --set 'hyb_cp:data.rare_class_sampling={temperature: 0.01}' \

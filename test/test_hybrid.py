@@ -4,14 +4,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import yaml
 
+from conftest import ROOT
 from vit_seg_node.backends.base import create_backend
 from vit_seg_node.core.datasets import SegmentationDataset
 from vit_seg_optimize.export import export_onnx, frames_to_batches, graph_problems
 from vit_seg_optimize.plan import node_groups
 from vit_seg_optimize.quant import quantize_mixed
-from vit_seg_train.config import _merge, card_from_config, DEFAULTS
+from vit_seg_train.config import _merge, build_model, card_from_config, DEFAULTS, load_config
 from vit_seg_train.models import create_model, list_models
+from vit_seg_train.models.hybrid import HybridSegmenter
 from vit_seg_train.reduction.wiring import attach_reduction
 
 IMG = (64, 96)
@@ -102,8 +105,6 @@ def test_exports_static_and_matches_pytorch(reduction, frames, tmp_path):
 def test_trains_on_crops_smaller_than_its_input(tmp_path):
     from pathlib import Path
 
-    import yaml
-
     from vit_seg_train.train import train
 
     root = Path(__file__).resolve().parent.parent
@@ -115,3 +116,20 @@ def test_trains_on_crops_smaller_than_its_input(tmp_path):
     cfg['train'].update(max_steps=4)
     (tmp_path / 'c.yaml').write_text(yaml.safe_dump(cfg))
     assert train(str(tmp_path / 'c.yaml'))['steps'] == 4
+
+
+HYBRID_CONFIGS = sorted(p for p in (ROOT / 'training' / 'configs').rglob('*.yaml')
+                        if 'segvit_hybrid' in p.read_text())
+
+
+@pytest.mark.parametrize('path', HYBRID_CONFIGS, ids=lambda p: p.stem)
+def test_hybrid_training_configs_build(path):
+    """Every hybrid training config in the repository names known options and builds its model."""
+    cfg = load_config(path)
+    doc = yaml.safe_load(path.read_text())
+    for section in ('data', 'train'):
+        assert set(doc.get(section) or {}) <= set(DEFAULTS[section]), (path, section)
+    model = build_model(cfg)
+    assert isinstance(model, HybridSegmenter)
+    assert model.encoder.patch_embed.proj.skip_channels == cfg['model'].get(
+        'conv_widths', [16, 24, 48, 96])[2]

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The fast form of trained hybrids, scored and timed beside the CNN peer's, all with labels at
+# half resolution. For each hybrid checkpoint (config.yaml beside it): per-group INT8 sensitivity
+# of the dense export on the held-out drive and its plan (OUT_DIR/NAME.sensitivity.json), the
+# export with neighbour merge w0.8 r0.4 at blocks [0, 2], the plan applied (ONNX Runtime dynamic
+# INT8, static parts calibrated on `fit`), `vit-seg label-stride --stride 2` (checked against the
+# graph it edits); then every fast form and LRASPP's (FP32, stride 2) scored on the held-out drive
+# (OUT_DIR/NAME.fast.json) and timed in one interleaved `vit-seg regimes` run (OUT_DIR/regimes.*).
+#   bash experiments/hybrid_fast_form.sh DATA OUT_DIR CHECKPOINT.safetensors [CHECKPOINT ...]
+# NAME: the checkpoint's folder. Run from the repository root after `make reference`.
+set -euo pipefail
+data=$1 out=$2
+shift 2
+V=${VENV:-.venv}/bin
+w=runs/hybrid_fast_form
+mkdir -p "$out" $w
+NB='{policy: neighbor, window_first: 0.8, ratio: 0.4, locations: [0, 2]}'
+models=()
+for ckpt in "$@"; do
+  name=$(basename "$(dirname "$ckpt")")
+  $V/vit-seg export --checkpoint "$ckpt" --out $w/$name.onnx --frames "$data" --split heldout \
+    --num-frames 2 > /dev/null
+  $V/vit-seg sensitivity --model $w/$name.onnx --data "$data" --split heldout --calib-split fit \
+    --json "$out/$name.sensitivity.json" > /dev/null
+  $V/vit-seg export --checkpoint "$ckpt" --out $w/$name.nb.onnx --frames "$data" \
+    --split heldout --num-frames 2 --output labels --reduction "$NB" > /dev/null
+  $V/vit-seg quantize --model $w/$name.nb.onnx --format dynamic --out $w/$name.nb.mixed.onnx \
+    --plan "$out/$name.sensitivity.json" --calib "$data" --split fit > /dev/null
+  $V/vit-seg label-stride --model $w/$name.nb.mixed.onnx --out $w/$name.fast.onnx --stride 2 \
+    --frames "$data" --split heldout > /dev/null
+  models+=($w/$name.fast.onnx)
+done
+$V/vit-seg export --checkpoint training/reference/heldout_lraspp_mbv3/model.safetensors \
+  --out $w/lraspp.onnx --frames "$data" --split heldout --num-frames 2 --output labels > /dev/null
+$V/vit-seg label-stride --model $w/lraspp.onnx --out $w/lraspp.fast.onnx --stride 2 \
+  --frames "$data" --split heldout > /dev/null
+models+=($w/lraspp.fast.onnx)
+for m in "${models[@]}"; do
+  $V/vit-seg eval --model "$m" --data "$data" --split heldout --threads 2 \
+    --json "$out/$(basename "$m" .onnx).json" | head -1
+done
+args=()
+for m in "${models[@]}"; do args+=(--model "$m"); done
+$V/vit-seg regimes "${args[@]}" --threads 2-runspin --runs ${RUNS:-100} --json "$out/regimes.json"
