@@ -17,6 +17,7 @@ import yaml
 
 from vit_seg_node.core.card import CAMVID_CLASSES
 from vit_seg_train.config import load_config
+from vit_seg_train.ema import ema_decay, update_average
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.datasets import DatasetError, find_split, SegmentationDataset
 from vit_seg_train.sampling import class_presence, rcs_order, rcs_probabilities
@@ -53,17 +54,18 @@ def test_loss_decreases_over_30_steps(tmp_path):
     assert saved['resolved'] and len(saved['data']['class_weights']) == 11
 
 
-@pytest.mark.parametrize('data', [None, {'rare_class_sampling': {'temperature': 0.05}},
-                                  {'copy_paste': {'classes': ['Pole', 'Car', 'Pedestrian'],
-                                                  'prob': 0.7}},
-                                  {'pipeline': 'device', 'jitter': 0.3,
-                                   'copy_paste': {'classes': ['Pole', 'Car'], 'prob': 0.7}}],
-                         ids=['uniform', 'rare_class_sampling', 'copy_paste', 'device_pipeline'])
-def test_killed_and_resumed_run_is_bit_identical(tmp_path, data):
+@pytest.mark.parametrize('data, extra', [
+    (None, {}), ({'rare_class_sampling': {'temperature': 0.05}}, {}),
+    ({'copy_paste': {'classes': ['Pole', 'Car', 'Pedestrian'], 'prob': 0.7}}, {}),
+    ({'pipeline': 'device', 'jitter': 0.3,
+      'copy_paste': {'classes': ['Pole', 'Car'], 'prob': 0.7}}, {}),
+    (None, {'ema': {'decay': 0.9}})],
+    ids=['uniform', 'rare_class_sampling', 'copy_paste', 'device_pipeline', 'weight_average'])
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, data, extra):
     ref_dir, kill_dir = tmp_path / 'ref', tmp_path / 'kill'
     ref_dir.mkdir()
     kill_dir.mkdir()
-    overrides = dict(max_steps=40, checkpoint_every=3, log_every=1)
+    overrides = dict(max_steps=40, checkpoint_every=3, log_every=1, **extra)
     train(str(tiny_config(ref_dir, data, **overrides)))
     cfg = tiny_config(kill_dir, data, **overrides)
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
@@ -89,6 +91,42 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, data):
         assert torch.equal(a['model'][k], b['model'][k]), k
     for (sa, sb) in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
         assert torch.equal(sa['exp_avg'], sb['exp_avg'])
+    assert ('ema' in a) == ('ema' in b) == bool(extra)
+    for k in a.get('ema', {}):
+        assert torch.equal(a['ema'][k], b['ema'][k]), k
+
+
+def test_weight_average_moves_floats_and_copies_counters():
+    live, avg = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        live.weight.fill_(3.0)
+        live.running_mean.fill_(1.0)
+    live.num_batches_tracked.fill_(7)
+    update_average(avg, live, 0.75)
+    assert torch.allclose(avg.weight, torch.full((3,), 0.75 * 1.0 + 0.25 * 3.0))
+    assert torch.allclose(avg.running_mean, torch.full((3,), 0.25))
+    assert int(avg.num_batches_tracked) == 7
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10 ** 6) == 0.999
+
+
+def test_run_with_weight_average_selects_and_saves_the_average(tmp_path):
+    # 7 frames, batches of 2: 3 steps an epoch, one evaluation at the end of epoch 1 (step 6)
+    train(str(tiny_config(tmp_path, epochs=2, max_steps=0, eval_every=2,
+                          ema={'decay': 0.8})))
+    last = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)
+    best = load_file(tmp_path / 'run' / 'best.safetensors')
+    assert last['step'] == 6 and set(best) == set(last['ema'])
+    for k, v in best.items():
+        assert torch.equal(v, last['ema'][k]), k
+    assert any(not torch.equal(last['model'][k], last['ema'][k])
+               for k in best if last['model'][k].is_floating_point())
+    rows = (tmp_path / 'run' / 'metrics.csv').read_text().splitlines()
+    assert rows[0].endswith(',val_miou_live')
+    scored = [r.split(',') for r in rows[1:] if r.split(',')[4]]
+    assert len(scored) == 1 and 0.0 <= float(scored[0][-1]) <= 1.0   # the live weights' score
+    (tmp_path / 'bad').mkdir()
+    with pytest.raises(UserError, match='train.ema'):
+        train(str(tiny_config(tmp_path / 'bad', epochs=1, ema={'decay': 1.5})))
 
 
 def test_fresh_run_refuses_to_overwrite(tmp_path):

@@ -49,7 +49,10 @@ DEFAULTS: dict[str, Any] = {
               'fake_quant': None,
               # self-distillation from the unreduced model: {weight: a, temperature: T,
               # teacher: checkpoint (default: init_from)}; loss = CE + a * T^2 * KL
-              'distill': None},
+              'distill': None,
+              # evaluate, select and save an exponential moving average of the weights
+              # (vit_seg_train.ema): {decay: 0.999}; null: the live weights
+              'ema': None},
 }
 
 

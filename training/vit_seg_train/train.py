@@ -28,6 +28,7 @@ from safetensors.torch import save
 
 from vit_seg_train.config import build_model, card_from_config, load_config, save_config
 from vit_seg_train.copy_paste import copy_paste_settings
+from vit_seg_train.ema import WeightAverage
 from vit_seg_node.core.datasets import (class_frequencies, median_frequency_weights,
                                         SegmentationDataset)
 from vit_seg_train.evaluate import evaluate_model
@@ -104,7 +105,7 @@ class CsvLog:
     """Append-only CSV of scalars; on resume rows past the checkpoint's step are dropped."""
 
     FIELDS = ['step', 'epoch', 'loss', 'lr', 'val_miou', 'val_pixel_acc', 'seconds',
-              'data_seconds']
+              'data_seconds', 'val_miou_live']
 
     def __init__(self, path: Path, resume_step: Optional[int]) -> None:
         self.path = path
@@ -260,6 +261,7 @@ class Run:
         self.weights = torch.tensor(cfg['data']['class_weights'], dtype=torch.float32,
                                     device=self.device)
         self.step, self.best, self.t_used = 0, -1.0, 0.0
+        self.ema = make_average(self.model, self.tc.get('ema'))
         if self.resuming:
             self._restore()
         self.log = CsvLog(self.out / 'metrics.csv', self.step if resume else None) \
@@ -321,6 +323,8 @@ class Run:
             raise UserError(f'cannot resume from {self.last}: {type(exc).__name__}: {exc} '
                             f'(remove it to start the run again)') from None
         self.model.load_state_dict(ck['model'])
+        if self.ema is not None:   # a run that gains the average on resume starts it here
+            self.ema.load(ck.get('ema', self.model.state_dict()))
         self.opt.load_state_dict(ck['optimizer'])
         self.sched.load_state_dict(ck['scheduler'])
         torch.set_rng_state(ck['rng_cpu'])
@@ -336,6 +340,8 @@ class Run:
              'step': self.step, 'best': self.best, 'seconds': self.seconds()}
         if self.device.startswith('cuda'):
             s['rng_cuda'] = torch.cuda.get_rng_state()
+        if self.ema is not None:
+            s['ema'] = self.ema.state()
         return s
 
     def seconds(self) -> float:
@@ -376,22 +382,34 @@ class Run:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.tc['grad_clip'])
         self.opt.step()
         self.sched.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
         self.step += 1
         return loss
 
     def validate(self, epoch: int, progress) -> None:
-        """Score on the validation split; keep the best weights (rank 0)."""
-        rep = evaluate_model(self.model, self.val_set, self.card, self.device,
+        """Score on the validation split; keep the best weights (rank 0): the average's, if any."""
+        model = self.model if self.ema is None else self.ema.module
+        rep = evaluate_model(model, self.val_set, self.card, self.device,
                              amp_dtype=self.amp_dtype)
+        live = '' if self.ema is None else f'{self._score_live():.5f}'
         self.log.write(step=self.step, epoch=epoch, val_miou=f'{rep["miou"]:.5f}',
-                       val_pixel_acc=f'{rep["pixel_acc"]:.5f}', seconds=f'{self.seconds():.1f}')
-        progress.write(f'epoch {epoch} step {self.step}: val mIoU {rep["miou"]:.4f}')
+                       val_pixel_acc=f'{rep["pixel_acc"]:.5f}', seconds=f'{self.seconds():.1f}',
+                       val_miou_live=live)
+        progress.write(f'epoch {epoch} step {self.step}: val mIoU {rep["miou"]:.4f}'
+                       + (f' (live weights {live})' if live else ''))
         if rep['miou'] > self.best:
             self.best = rep['miou']
             data = save({k: v.detach().cpu().contiguous() for k, v in
-                         plain_state_dict(self.model).items()})
+                         plain_state_dict(model).items()})
             atomic_write_bytes(self.out / BEST, data)
             write_json(self.out / 'best.json', {'step': self.step, 'epoch': epoch, **rep})
+
+    def _score_live(self) -> float:
+        """Return the live weights' mIoU beside the average's (what the average adds)."""
+        rep = evaluate_model(self.model, self.val_set, self.card, self.device,
+                             amp_dtype=self.amp_dtype)
+        return float(rep['miou'])
 
     def run(self) -> dict:
         """Train to the end (or on from a checkpoint); return the summary."""
@@ -440,6 +458,16 @@ class Run:
         if self.world > 1:
             dist.destroy_process_group()
         return summary
+
+
+def make_average(model: nn.Module, spec: Any) -> Optional[WeightAverage]:
+    """Return the weight average that ``train.ema`` asks for ({decay: d}), or None."""
+    if not spec:
+        return None
+    decay = spec.get('decay') if isinstance(spec, dict) else None
+    if not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
+        raise UserError(f'train.ema must be {{decay: d}} with 0 < d < 1, got {spec!r}')
+    return WeightAverage(model, float(decay))
 
 
 def train(config_path: str, resume: bool = False, overrides: Optional[dict] = None) -> dict:
