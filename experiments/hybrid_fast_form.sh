@@ -8,6 +8,7 @@
 # (OUT_DIR/NAME.fast.json) and timed in one interleaved `vit-seg regimes` run (OUT_DIR/regimes.*).
 #   bash experiments/hybrid_fast_form.sh DATA OUT_DIR CHECKPOINT.safetensors [CHECKPOINT ...]
 # NAME: the checkpoint's folder. Run from the repository root after `make reference`.
+# THREADS (default 2-runspin) and REPEATS (default 1) pass to `vit-seg regimes`.
 set -euo pipefail
 data=$1 out=$2
 shift 2
@@ -41,4 +42,5 @@ for m in "${models[@]}"; do
 done
 args=()
 for m in "${models[@]}"; do args+=(--model "$m"); done
-$V/vit-seg regimes "${args[@]}" --threads 2-runspin --runs ${RUNS:-100} --json "$out/regimes.json"
+$V/vit-seg regimes "${args[@]}" --threads ${THREADS:-2-runspin} --runs ${RUNS:-100} \
+  --repeats ${REPEATS:-1} --json "$out/regimes.json"

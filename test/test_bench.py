@@ -205,6 +205,13 @@ def test_regimes_time_every_model_in_every_cell(tiny_model, tmp_path):
         assert set(row) == cells
         assert all(0 < v['p50'] <= v['p90'] for v in row.values())
     assert out.with_suffix('.md').read_text() == markdown(doc)
+    assert main(['regimes', '--model', str(tiny_model), '--runs', '3', '--warmup', '1',
+                 '--threads', '1', '--regimes', 'hot', 'loaded', '--repeats', '3',
+                 '--json', str(out)]) == 0
+    doc = json.loads(out.read_text())
+    for cell in doc['models'][str(tiny_model)].values():   # the median of 3 draws, all 3 kept
+        assert len(cell['p50_repeats']) == 3 and cell['p50'] == sorted(cell['p50_repeats'])[1]
+    assert 'median p50 of 3 repeats' in out.with_suffix('.md').read_text()
     assert main(['regimes', '--model', str(tmp_path / 'missing.onnx'), '--json',
                  str(out)]) == 2
     (tmp_path / 'notes.onnx').write_text('not a model')

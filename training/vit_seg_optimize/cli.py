@@ -169,7 +169,7 @@ def cmd_regimes(a: argparse.Namespace) -> int:
         raise UserError(f'model not found: {missing[0]}')
     out = report_path(a.json)
     terminate_on_sigterm()
-    doc = run_regimes(a.model, a.regimes, a.threads, a.warmup, a.runs)
+    doc = run_regimes(a.model, a.regimes, a.threads, a.warmup, a.runs, a.repeats)
     write_json(out, doc)
     atomic_write_text(out.with_suffix('.md'), markdown(doc))
     print(markdown(doc))
@@ -274,6 +274,9 @@ def register(sub) -> None:
                         '(as the node runs it); 2-nospin: it never spins')
     p.add_argument('--warmup', type=int_in(0, 100_000), default=5)
     p.add_argument('--runs', type=COUNT, default=30)
+    p.add_argument('--repeats', type=COUNT, default=1,
+                   help='time the whole grid this many times; each cell keeps the median p50 '
+                        'and the range')
     p.add_argument('--json', required=True, help='report (a .md table is written beside it)')
     p.set_defaults(func=cmd_regimes)
 

@@ -93,18 +93,38 @@ def time_regime(sessions: list, feeds: list[dict], regime: str, warmup: int, run
 
 
 def run_regimes(models: list[str | os.PathLike], regimes=REGIMES, threads=THREADS,
-                warmup: int = 5, runs: int = 30) -> dict:
-    """Time every model in every regime and thread setting; return the results document."""
+                warmup: int = 5, runs: int = 30, repeats: int = 1) -> dict:
+    """Time every model in every regime and thread setting; return the results document.
+
+    ``repeats`` > 1 times the whole grid of regimes again, interleaved, and keeps per cell the
+    repeat with the median p50 and every repeat's p50 (``p50_repeats``): a regime that moves
+    between runs (a busy neighbour) shows its spread instead of one draw.
+    """
     models = list(dict.fromkeys(str(m) for m in models))   # one session per file
-    rows: dict[str, dict] = {m: {} for m in models}
+    draws: dict[str, dict[str, list]] = {m: {} for m in models}
     for th in threads:
         sessions = [make_session(m, **SETTINGS[th]) for m in models]
         feeds = [_feed(s) for s in sessions]
-        for regime in regimes:
-            for m, lat in zip(models, time_regime(sessions, feeds, regime, warmup, runs)):
-                rows[m][f'{regime}/{th}'] = lat
-    return {'machine': machine_info(0), 'warmup': warmup, 'runs': runs,
+        for _ in range(repeats):
+            for regime in regimes:
+                for m, lat in zip(models, time_regime(sessions, feeds, regime, warmup, runs)):
+                    draws[m].setdefault(f'{regime}/{th}', []).append(lat)
+    rows = {m: {c: median_draw(d) for c, d in cells.items()} for m, cells in draws.items()}
+    return {'machine': machine_info(0), 'warmup': warmup, 'runs': runs, 'repeats': repeats,
             'regimes': list(regimes), 'threads': list(threads), 'models': rows}
+
+
+def median_draw(draws: list[dict[str, float]]) -> dict:
+    """Return the draw with the median p50 (the lower middle one), every p50 beside it."""
+    mid = dict(sorted(draws, key=lambda d: d['p50'])[(len(draws) - 1) // 2])
+    if len(draws) > 1:
+        mid['p50_repeats'] = [d['p50'] for d in draws]
+    return mid
+
+
+def _cell_text(cell: dict) -> str:
+    rep = cell.get('p50_repeats')
+    return f'{cell["p50"]:.1f}' + (f' ({min(rep):.1f}-{max(rep):.1f})' if rep else '')
 
 
 def best_setting(cells: dict[str, dict], regime: str) -> tuple[str, dict[str, float]]:
@@ -120,14 +140,17 @@ def markdown(doc: dict) -> str:
     """Return the p50 table: models as rows, regime/threads as columns."""
     m = doc['machine']
     cols = [f'{r}/{t}' for r in doc['regimes'] for t in doc['threads']]
+    reps = doc.get('repeats', 1)
+    spread = (f' Each cell: the median p50 of {reps} repeats of the whole grid (their range).'
+              if reps > 1 else '')
     lines = [f'Machine: {m["cpu"]}, {m["cores"]} cores, ONNX Runtime {m["onnxruntime"]}; '
              f'ISA {" ".join(m["isa"])}. p50 latency (ms), batch 1, {doc["runs"]} runs per cell '
-             f'after {doc["warmup"]}, models interleaved within each cell.', '',
+             f'after {doc["warmup"]}, models interleaved within each cell.{spread}', '',
              '| model | ' + ' | '.join(cols) + ' |', '|---|' + '---|' * len(cols)]
     short = {n: Path(n).name for n in doc['models']}
     if len(set(short.values())) < len(short):   # same file names: show the paths
         short = {n: n for n in doc['models']}
     for name, cells in doc['models'].items():
-        lines.append(f'| {short[name]} | ' + ' | '.join(
-            f'{cells[c]["p50"]:.1f}' for c in cols) + ' |')
+        lines.append(f'| {short[name]} | ' + ' | '.join(_cell_text(cells[c]) for c in cols)
+                     + ' |')
     return '\n'.join(lines) + '\n'
