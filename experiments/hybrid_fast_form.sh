@@ -31,10 +31,7 @@ for ckpt in "$@"; do
     --frames "$data" --split heldout > /dev/null
   models+=($w/$name.fast.onnx)
 done
-$V/vit-seg export --checkpoint training/reference/heldout_lraspp_mbv3/model.safetensors \
-  --out $w/lraspp.onnx --frames "$data" --split heldout --num-frames 2 --output labels > /dev/null
-$V/vit-seg label-stride --model $w/lraspp.onnx --out $w/lraspp.fast.onnx --stride 2 \
-  --frames "$data" --split heldout > /dev/null
+bash experiments/lraspp_fast.sh "$data" $w
 models+=($w/lraspp.fast.onnx)
 for m in "${models[@]}"; do
   $V/vit-seg eval --model "$m" --data "$data" --split heldout --threads 2 \

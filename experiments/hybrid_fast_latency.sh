@@ -26,9 +26,6 @@ for cfg in "$@"; do
     --min-agreement 0 > /dev/null
   models+=(--model $w/$name.fast.onnx)
 done
-$V/vit-seg export --checkpoint training/reference/heldout_lraspp_mbv3/model.safetensors \
-  --out $w/lraspp.onnx --frames "$data" --split heldout --num-frames 2 --output labels > /dev/null
-$V/vit-seg label-stride --model $w/lraspp.onnx --out $w/lraspp.fast.onnx --stride 2 \
-  --frames "$data" --split heldout > /dev/null
+bash experiments/lraspp_fast.sh "$data" $w
 $V/vit-seg regimes "${models[@]}" --model $w/lraspp.fast.onnx --threads 2-runspin \
   --runs ${RUNS:-100} --json "$out"
