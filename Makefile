@@ -46,7 +46,8 @@ REF_FILES  := d5c1ef3:training/reference/camvid_vit_tiny/model.safetensors \
               d5bf706:training/reference/heldout_segformer_b0/model.safetensors \
               9c68a47:training/reference/heldout_hybrid_tiny_cpu/model.safetensors \
               a2d2017:training/reference/heldout_hybrid_c0134d4_cpu/model.safetensors \
-              0f85469:training/reference/heldout_hybrid_c0136d4w_cpu/model.safetensors
+              0f85469:training/reference/heldout_hybrid_c0136d4w_cpu/model.safetensors \
+              d0a2cb3:training/reference/heldout_hybrid_c0136d4w_e150_cpu/model.safetensors
 reference:
 	@for r in $(REF_FILES); do f=$${r#*:}; [ -s $$f ] || git show $$r > $$f; done; \
 	  echo "reference checkpoints in training/reference/ (from git history)"
