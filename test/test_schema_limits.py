@@ -236,6 +236,8 @@ CLI_CASES = {
     'regimes --runs 0': regimes('--runs', '0', '--json', 'x.json'),
     'regimes --runs -3': regimes('--runs', '-3', '--json', 'x.json'),
     'regimes --warmup -1': regimes('--warmup', '-1', '--json', 'x.json'),
+    'regimes --repeats 0': regimes('--repeats', '0', '--json', 'x.json'),
+    'regimes --repeats 101': regimes('--repeats', '101', '--json', 'x.json'),
     'regimes --json a folder': lambda w: regimes('--runs', '1', '--json', w.root)(w),
     'regimes --json r.md': lambda w: regimes('--runs', '1', '--json', w.md)(w),
     'regimes --json, its table a folder': lambda w: regimes('--runs', '1', '--json',

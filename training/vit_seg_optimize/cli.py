@@ -274,7 +274,7 @@ def register(sub) -> None:
                         '(as the node runs it); 2-nospin: it never spins')
     p.add_argument('--warmup', type=int_in(0, 100_000), default=5)
     p.add_argument('--runs', type=COUNT, default=30)
-    p.add_argument('--repeats', type=COUNT, default=1,
+    p.add_argument('--repeats', type=int_in(1, 100), default=1,
                    help='time the whole grid this many times; each cell keeps the median p50 '
                         'and the range')
     p.add_argument('--json', required=True, help='report (a .md table is written beside it)')
