@@ -8,7 +8,9 @@
 # (OUT_DIR/NAME.fast.json) and timed in one interleaved `vit-seg regimes` run (OUT_DIR/regimes.*).
 #   bash experiments/hybrid_fast_form.sh DATA OUT_DIR CHECKPOINT.safetensors [CHECKPOINT ...]
 # NAME: the checkpoint's folder. Run from the repository root after `make reference`.
-# THREADS (default 2-runspin) and REPEATS (default 1) pass to `vit-seg regimes`.
+# THREADS (default 2-runspin) and REPEATS (default 1) pass to `vit-seg regimes`. PLAN: one
+# sensitivity report whose plan every checkpoint takes, none measured (for checkpoints adapted
+# with the reduction attached, whose own export is not the dense model).
 set -euo pipefail
 data=$1 out=$2
 shift 2
@@ -19,14 +21,17 @@ NB='{policy: neighbor, window_first: 0.8, ratio: 0.4, locations: [0, 2]}'
 models=()
 for ckpt in "$@"; do
   name=$(basename "$(dirname "$ckpt")")
-  $V/vit-seg export --checkpoint "$ckpt" --out $w/$name.onnx --frames "$data" --split heldout \
-    --num-frames 2 > /dev/null
-  $V/vit-seg sensitivity --model $w/$name.onnx --data "$data" --split heldout --calib-split fit \
-    --json "$out/$name.sensitivity.json" > /dev/null
+  plan=${PLAN:-$out/$name.sensitivity.json}
+  if [ -z "${PLAN:-}" ]; then
+    $V/vit-seg export --checkpoint "$ckpt" --out $w/$name.onnx --frames "$data" --split heldout \
+      --num-frames 2 > /dev/null
+    $V/vit-seg sensitivity --model $w/$name.onnx --data "$data" --split heldout \
+      --calib-split fit --json "$plan" > /dev/null
+  fi
   $V/vit-seg export --checkpoint "$ckpt" --out $w/$name.nb.onnx --frames "$data" \
     --split heldout --num-frames 2 --output labels --reduction "$NB" > /dev/null
   $V/vit-seg quantize --model $w/$name.nb.onnx --format dynamic --out $w/$name.nb.mixed.onnx \
-    --plan "$out/$name.sensitivity.json" --calib "$data" --split fit > /dev/null
+    --plan "$plan" --calib "$data" --split fit > /dev/null
   $V/vit-seg label-stride --model $w/$name.nb.mixed.onnx --out $w/$name.fast.onnx --stride 2 \
     --frames "$data" --split heldout > /dev/null
   models+=($w/$name.fast.onnx)
