@@ -101,7 +101,8 @@ def final_weights(run: Path) -> Path:
     from safetensors.torch import save_file
 
     ck = torch.load(run / 'last.pt', map_location='cpu', weights_only=True)
-    save_file({k: v.contiguous() for k, v in ck['model'].items()}, str(run / 'final.safetensors'))
+    weights = ck.get('ema', ck['model'])   # a run with train.ema evaluates its average
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(run / 'final.safetensors'))
     return run / 'final.safetensors'
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from vit_seg_node.core.card import CAMVID_CLASSES
 from vit_seg_train.config import load_config
+from vit_seg_train.checkpoint import load_state_dict
 from vit_seg_train.ema import ema_decay, update_average
 from vit_seg_node.core.errors import UserError
 from vit_seg_node.core.datasets import DatasetError, find_split, SegmentationDataset
@@ -124,9 +125,12 @@ def test_run_with_weight_average_selects_and_saves_the_average(tmp_path):
     assert rows[0].endswith(',val_miou_live')
     scored = [r.split(',') for r in rows[1:] if r.split(',')[4]]
     assert len(scored) == 1 and 0.0 <= float(scored[0][-1]) <= 1.0   # the live weights' score
-    (tmp_path / 'bad').mkdir()
-    with pytest.raises(UserError, match='train.ema'):
-        train(str(tiny_config(tmp_path / 'bad', epochs=1, ema={'decay': 1.5})))
+    assert all(torch.equal(v, load_state_dict(tmp_path / 'run' / 'last.pt')[k].to(v.dtype))
+               for k, v in best.items())   # last.pt reads as the weights the run evaluates
+    for i, bad in enumerate([{'decay': 1.5}, {}, {'decay': 'x'}]):
+        (tmp_path / f'bad{i}').mkdir()
+        with pytest.raises(UserError, match='train.ema'):
+            train(str(tiny_config(tmp_path / f'bad{i}', epochs=1, ema=bad)))
 
 
 def test_fresh_run_refuses_to_overwrite(tmp_path):

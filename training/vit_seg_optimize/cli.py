@@ -275,8 +275,8 @@ def register(sub) -> None:
     p.add_argument('--warmup', type=int_in(0, 100_000), default=5)
     p.add_argument('--runs', type=COUNT, default=30)
     p.add_argument('--repeats', type=int_in(1, 100), default=1,
-                   help='time the whole grid this many times; each cell keeps the median p50 '
-                        'and the range')
+                   help='time each thread setting\'s regimes this many times in turn; each '
+                        'cell keeps the median p50 and the range')
     p.add_argument('--json', required=True, help='report (a .md table is written beside it)')
     p.set_defaults(func=cmd_regimes)
 

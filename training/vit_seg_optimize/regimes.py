@@ -96,9 +96,10 @@ def run_regimes(models: list[str | os.PathLike], regimes=REGIMES, threads=THREAD
                 warmup: int = 5, runs: int = 30, repeats: int = 1) -> dict:
     """Time every model in every regime and thread setting; return the results document.
 
-    ``repeats`` > 1 times the whole grid of regimes again, interleaved, and keeps per cell the
-    repeat with the median p50 and every repeat's p50 (``p50_repeats``): a regime that moves
-    between runs (a busy neighbour) shows its spread instead of one draw.
+    ``repeats`` > 1 times the regimes of each thread setting that many times in turn (the
+    models interleaved in each) and keeps per cell the draw with the median p50 and every draw's
+    p50 (``p50_repeats``): a regime that moves between runs (a busy neighbour) shows its spread
+    instead of one draw.
     """
     models = list(dict.fromkeys(str(m) for m in models))   # one session per file
     draws: dict[str, dict[str, list]] = {m: {} for m in models}
@@ -141,8 +142,8 @@ def markdown(doc: dict) -> str:
     m = doc['machine']
     cols = [f'{r}/{t}' for r in doc['regimes'] for t in doc['threads']]
     reps = doc.get('repeats', 1)
-    spread = (f' Each cell: the median p50 of {reps} repeats of the whole grid (their range).'
-              if reps > 1 else '')
+    spread = (f' Each cell: the median p50 of {reps} repeats of its thread setting\'s regimes '
+              f'(their range).' if reps > 1 else '')
     lines = [f'Machine: {m["cpu"]}, {m["cores"]} cores, ONNX Runtime {m["onnxruntime"]}; '
              f'ISA {" ".join(m["isa"])}. p50 latency (ms), batch 1, {doc["runs"]} runs per cell '
              f'after {doc["warmup"]}, models interleaved within each cell.{spread}', '',

@@ -17,6 +17,11 @@ def config_path_for(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).with_name('config.yaml')
 
 
+def run_weights(ck: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Return the weights a training checkpoint (``last.pt``) evaluates: its average, if any."""
+    return ck['ema'] if 'ema' in ck else ck['model']
+
+
 def load_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read weights without running code: safetensors, or ``torch.load(weights_only=True)``."""
     p = Path(checkpoint)
@@ -29,7 +34,7 @@ def load_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd = load_file(str(p))
         else:
             obj = torch.load(p, map_location='cpu', weights_only=True)
-            sd = obj['model'] if isinstance(obj, dict) and 'model' in obj else obj
+            sd = run_weights(obj) if isinstance(obj, dict) and 'model' in obj else obj
     except Exception as exc:   # safetensors, pickle and zip each raise their own types
         raise UserError(f'cannot read checkpoint {p}: {type(exc).__name__}: {exc}') from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

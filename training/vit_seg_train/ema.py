@@ -5,7 +5,11 @@ evaluations late in a schedule; the average of the recent weights sits at the to
 and is the model evaluated, selected and saved when ``train.ema.decay`` is set. Every floating
 tensor of the state dict (parameters and BatchNorm statistics) is averaged, integer buffers are
 copied. The decay ramps up as ``min(decay, (1 + step) / (10 + step))`` so the first steps, whose
-weights are still near the initialisation, do not dominate the average.
+weights are still near the initialisation, do not dominate the average; the ramp reaches ``d``
+only after ``9 / (1 - d) - 10`` steps (8990 for 0.999), so a shorter run averages with the ramp's
+value throughout (0.998 at step 4950).
+
+Only the process that evaluates keeps an average (rank 0 under DDP).
 """
 
 from __future__ import annotations

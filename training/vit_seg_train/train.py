@@ -261,7 +261,7 @@ class Run:
         self.weights = torch.tensor(cfg['data']['class_weights'], dtype=torch.float32,
                                     device=self.device)
         self.step, self.best, self.t_used = 0, -1.0, 0.0
-        self.ema = make_average(self.model, self.tc.get('ema'))
+        self.ema = make_average(self.model, self.tc.get('ema')) if self.rank == 0 else None
         if self.resuming:
             self._restore()
         self.log = CsvLog(self.out / 'metrics.csv', self.step if resume else None) \
@@ -461,8 +461,8 @@ class Run:
 
 
 def make_average(model: nn.Module, spec: Any) -> Optional[WeightAverage]:
-    """Return the weight average that ``train.ema`` asks for ({decay: d}), or None."""
-    if not spec:
+    """Return the weight average that ``train.ema`` asks for ({decay: d}), or None (null)."""
+    if spec is None or spec is False:
         return None
     decay = spec.get('decay') if isinstance(spec, dict) else None
     if not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
