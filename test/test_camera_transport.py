@@ -164,6 +164,13 @@ def test_shipped_models_are_taken_by_name(tmp_path):
         r = subprocess.run([str(Path(sys.executable).parent / 'vit-seg'), 'models', '--path',
                             name], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and r.stdout.strip() == str(fast), r.stderr
+    # the training-side commands take the names too: label-stride reads the shipped fast model's
+    # card and refuses it, one line, because its labels are already at 1/2
+    r = subprocess.run([str(Path(sys.executable).parent / 'vit-seg'), 'label-stride', '--model',
+                        'fast', '--out', str(tmp_path / 'x.onnx')], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and 'already gives labels at 1/2' in r.stderr, r.stderr
+    assert str(fast) in r.stderr and not (tmp_path / 'x.onnx').exists()
 
 
 def test_vit_seg_param_gets_and_sets_like_ros2_param(tiny_model):

@@ -448,6 +448,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f'{self.prog}: error: {message} (see {self.prog} --help)')
 
 
+def resolve_model_args(args: argparse.Namespace) -> None:
+    """Let every command's ``--model`` name a shipped model (``fast``, ``mid.onnx``) or a path."""
+    from vit_seg_node.pipeline import resolve_model
+
+    m = getattr(args, 'model', None)
+    if isinstance(m, str) and m:
+        args.model = str(resolve_model(m))
+    elif isinstance(m, list):
+        args.model = [str(resolve_model(x)) for x in m]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run ``vit-seg``; user errors give one line on stderr and exit code 2."""
     try:
@@ -456,6 +467,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
+        resolve_model_args(args)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f'vit-seg {args.command}: error: {exc}', file=sys.stderr)
