@@ -100,8 +100,11 @@ def final_weights(run: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
+    sys.path[:0] = [str(ROOT / 'training'), str(ROOT)]
+    from vit_seg_train.checkpoint import run_weights
+
     ck = torch.load(run / 'last.pt', map_location='cpu', weights_only=True)
-    weights = ck.get('ema', ck['model'])   # a run with train.ema evaluates its average
+    weights = run_weights(ck)   # a run with train.ema evaluates its average
     save_file({k: v.contiguous() for k, v in weights.items()}, str(run / 'final.safetensors'))
     return run / 'final.safetensors'
 

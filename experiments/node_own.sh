@@ -4,19 +4,22 @@
 # that one arg-maxing at half the input's resolution (vit-seg label-stride), under both executors,
 # in interleaved repeats (the host drifts; compare within one run).
 #   bash experiments/node_own.sh DATA OUT_DIR [REPEATS]
+# MODEL: the float form (labels at the input's resolution); default runs/models/fast_mixed.onnx,
+# the shipped fast model before its label stride (`make models` writes it).
 # Writes OUT_DIR/{float,folded,strided}_{single,events}_K.json (vit-seg bench-node reports) and
 # OUT_DIR/summary.json (medians over repeats, the CPU).
 set -euo pipefail
 data=$1 out=$2 reps=${3:-2}
 V=${VENV:-.venv}/bin
+float_model=${MODEL:-runs/models/fast_mixed.onnx}
 mkdir -p "$out"
 mkdir -p runs/node_own
-$V/vit-seg fold-input --model vit_seg_node/data/models/fast.onnx --out runs/node_own/fast_folded.onnx > /dev/null
+$V/vit-seg fold-input --model "$float_model" --out runs/node_own/fast_folded.onnx > /dev/null
 $V/vit-seg label-stride --model runs/node_own/fast_folded.onnx --out runs/node_own/fast_strided.onnx \
   --stride 2 --frames "$data" > /dev/null
 for k in $(seq 1 "$reps"); do
   for model in float folded strided; do
-    m=vit_seg_node/data/models/fast.onnx
+    m=$float_model
     [ $model != float ] && m=runs/node_own/fast_$model.onnx
     for ex in single events; do
       $V/vit-seg bench-node --frames "$data" --model "$m" --runs 60 --executor $ex \

@@ -246,7 +246,11 @@ def test_startup_failures_exit_nonzero(tmp_path):
 
 
 def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
-    """Shipped ladder (default.onnx ~70-160 ms, mid/fast.onnx ~15-60 ms by CPU), budget 40 ms."""
+    """Shipped ladder, budget 10 ms: the FP32 rung's 3.4 GMACs cannot run that fast on one core.
+
+    (A core at 64 FP32 FLOPs a cycle and 4 GHz would need 26 ms; one Zen 5 core runs mid.onnx
+    in about 19 ms, fast.onnx in about 12.)
+    """
     masks = probe.collect(Image, '/vit_seg_node/class_mask', RELIABLE)
     pub = probe.publisher(Image, '/image', RELIABLE)
     client = probe.node.create_client(SetParameters, '/vit_seg_node/set_parameters')
@@ -256,7 +260,7 @@ def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
             pub.publish(image_msg(frames[i % len(frames)], first_stamp + i * 10 ** 8,
                                   frame_id=f'f{i}'))
             time.sleep(0.1)
-    with node_process(probe, DOMAIN, {'threads': 1, 'latency_budget_ms': 40.0,
+    with node_process(probe, DOMAIN, {'threads': 1, 'latency_budget_ms': 10.0,
                                       **RELIABLE_NODE}):
         values = probe.last_diagnostics()
         assert values['ladder_rungs'] == '3' and values['active_rung'] == '0'
@@ -265,8 +269,8 @@ def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
         play(40, 10 ** 9)
         assert wait_for(lambda: probe.last_diagnostics().get('active_rung') in ('1', '2'), 10)
         assert int(probe.last_diagnostics()['ladder_switches']) >= 1
-        assert probe.last_diagnostics()['active_model'] in ('camvid_vit_tiny_nb_w06r025',
-                                                            'camvid_vit_tiny_neighbor')
+        assert probe.last_diagnostics()['active_model'] in ('camvid_hybrid_mixed',
+                                                            'camvid_hybrid_fast')
         # budget off at run time: back to the most accurate rung at once
         assert client.wait_for_service(20)
         v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0)
