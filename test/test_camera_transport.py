@@ -171,6 +171,10 @@ def test_shipped_models_are_taken_by_name(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 2 and 'already gives labels at 1/2' in r.stderr, r.stderr
     assert str(fast) in r.stderr and not (tmp_path / 'x.onnx').exists()
+    r = subprocess.run([str(Path(sys.executable).parent / 'vit-seg'), 'build-engine', '--onnx',
+                        'fast', '--out', str(tmp_path / 'x.engine')], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and 'ONNX Runtime CPU form' in r.stderr, r.stderr
 
 
 def test_vit_seg_param_gets_and_sets_like_ros2_param(tiny_model):

@@ -246,10 +246,11 @@ def test_startup_failures_exit_nonzero(tmp_path):
 
 
 def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
-    """Shipped ladder, budget 10 ms: the FP32 rung's 3.4 GMACs cannot run that fast on one core.
+    """Shipped ladder, budget 10 ms at one thread: off the FP32 rung, to the fastest that fits.
 
-    (A core at 64 FP32 FLOPs a cycle and 4 GHz would need 26 ms; one Zen 5 core runs mid.onnx
-    in about 19 ms, fast.onnx in about 12.)
+    (The FP32 rung's 3.4 GMACs would need 26 ms at 64 FLOPs a cycle and 4 GHz; one Zen 5 core
+    runs mid.onnx in about 19 ms, fast.onnx in about 12. Choosing the most accurate rung that
+    fits is test_ladder.py's.)
     """
     masks = probe.collect(Image, '/vit_seg_node/class_mask', RELIABLE)
     pub = probe.publisher(Image, '/image', RELIABLE)
@@ -268,9 +269,10 @@ def test_latency_budget_moves_down_the_ladder_and_back(frames, probe):
         time.sleep(0.5)
         play(40, 10 ** 9)
         assert wait_for(lambda: probe.last_diagnostics().get('active_rung') in ('1', '2'), 10)
-        assert int(probe.last_diagnostics()['ladder_switches']) >= 1
-        assert probe.last_diagnostics()['active_model'] in ('camvid_hybrid_mixed',
-                                                            'camvid_hybrid_fast')
+        d = probe.last_diagnostics()   # the fastest on a 2-core CPU; mid where it holds 10 ms
+        assert int(d['ladder_switches']) >= 1
+        assert d['active_model'] == {'1': 'camvid_hybrid_mixed',
+                                     '2': 'camvid_hybrid_fast'}[d['active_rung']]
         # budget off at run time: back to the most accurate rung at once
         assert client.wait_for_service(20)
         v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0)

@@ -452,11 +452,12 @@ def resolve_model_args(args: argparse.Namespace) -> None:
     """Let every command's ``--model`` name a shipped model (``fast``, ``mid.onnx``) or a path."""
     from vit_seg_node.pipeline import resolve_model
 
-    m = getattr(args, 'model', None)
-    if isinstance(m, str) and m:
-        args.model = str(resolve_model(m))
-    elif isinstance(m, list):
-        args.model = [str(resolve_model(x)) for x in m]
+    for attr in ('model', 'onnx'):   # build-engine takes --onnx
+        m = getattr(args, attr, None)
+        if isinstance(m, str) and m:
+            setattr(args, attr, str(resolve_model(m)))
+        elif isinstance(m, list):
+            setattr(args, attr, [str(resolve_model(x)) for x in m])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
