@@ -32,6 +32,13 @@ import time
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_PATHS = [str(ROOT / 'training'), str(ROOT)]   # the training and runtime packages
+
+
+def use_packages() -> None:
+    """Make the repository's packages importable here (once), as the launched runs have them."""
+    if PACKAGE_PATHS[0] not in sys.path:
+        sys.path[:0] = PACKAGE_PATHS
 
 
 def write_cfg(base: dict, overrides: dict, path: Path) -> Path:
@@ -57,7 +64,7 @@ def set_value(cfg: dict, dotted: str, value: str) -> None:
 def launch(cfgs: list[Path], timeout: float) -> None:
     """Run one training process per config in parallel, killing them at the deadline."""
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
-        [str(ROOT / 'training'), str(ROOT), os.environ.get('PYTHONPATH', '')])}
+        PACKAGE_PATHS + [os.environ.get('PYTHONPATH', '')])}
     procs = [subprocess.Popen([sys.executable, '-m', 'vit_seg_train.train', '--config', str(c)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=env, cwd=ROOT)
@@ -86,7 +93,7 @@ def rate(run: Path) -> float:
 
 def plan_epochs(base: dict, data: str, steps: float, min_epochs: int) -> int:
     """Return the epoch count of ``base`` closest to ``steps`` training steps."""
-    sys.path[:0] = [str(ROOT / 'training'), str(ROOT)]
+    use_packages()
     from vit_seg_node.core.datasets import find_split
 
     frames = len(find_split(data, base.get('data', {}).get('train_split', 'train')))
@@ -100,7 +107,7 @@ def final_weights(run: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    sys.path[:0] = [str(ROOT / 'training'), str(ROOT)]
+    use_packages()
     from vit_seg_train.checkpoint import run_weights
 
     ck = torch.load(run / 'last.pt', map_location='cpu', weights_only=True)

@@ -28,14 +28,23 @@ def ema_decay(decay: float, step: int) -> float:
 
 @torch.no_grad()
 def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
-    """Move ``average`` towards ``model``: floats by ``1 - decay``, other tensors copied."""
+    """Move ``average`` towards ``model``: floats by ``1 - decay``, other tensors copied.
+
+    The floating tensors move in one fused ``_foreach_lerp_`` (one kernel launch per group on a
+    GPU, not one per tensor); the state dicts are read anew each step, so a buffer a module
+    reassigns (fake quantization's ranges) is followed.
+    """
     live = model.state_dict()
+    avgs, curs = [], []
     for name, avg in average.state_dict().items():
         cur = live[name].detach()
         if avg.is_floating_point():
-            avg.lerp_(cur.to(avg.dtype), 1.0 - decay)
+            avgs.append(avg)
+            curs.append(cur.to(avg.dtype))
         else:
             avg.copy_(cur)
+    if avgs:
+        torch._foreach_lerp_(avgs, curs, 1.0 - decay)
 
 
 class WeightAverage:
