@@ -8,9 +8,10 @@
 # (OUT_DIR/NAME.fast.json) and timed in one interleaved `vit-seg regimes` run (OUT_DIR/regimes.*).
 #   bash experiments/hybrid_fast_form.sh DATA OUT_DIR CHECKPOINT.safetensors [CHECKPOINT ...]
 # NAME: the checkpoint's folder. Run from the repository root after `make reference`.
-# THREADS (default 2-runspin) and REPEATS (default 1) pass to `vit-seg regimes`. PLAN: one
-# sensitivity report whose plan every checkpoint takes, none measured (for checkpoints adapted
-# with the reduction attached, whose own export is not the dense model).
+# THREADS (default 2-runspin), REPEATS (default 1) and RUNS (default 100; 0: score only, no
+# timing) pass to `vit-seg regimes`. PLAN: one sensitivity report whose plan every checkpoint
+# takes, none measured (for checkpoints adapted with the reduction attached, whose own export is
+# not the dense model).
 set -euo pipefail
 data=$1 out=$2
 shift 2
@@ -42,6 +43,7 @@ for m in "${models[@]}"; do
   $V/vit-seg eval --model "$m" --data "$data" --split heldout --threads 2 \
     --json "$out/$(basename "$m" .onnx).json" | head -1
 done
+[ "${RUNS:-100}" = 0 ] && exit 0
 args=()
 for m in "${models[@]}"; do args+=(--model "$m"); done
 $V/vit-seg regimes "${args[@]}" --threads ${THREADS:-2-runspin} --runs ${RUNS:-100} \
