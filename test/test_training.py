@@ -437,6 +437,29 @@ def test_logit_adjustment_moves_decisions_toward_rare_classes():
     assert adjusted_labels(logits, prior, 0.5)[0, 0] == 0
 
 
+def test_seed_spread_means_and_bad_reports(tmp_path, capsys):
+    from experiments.seed_spread import main
+
+    def report(name, miou, pole):
+        p = tmp_path / name
+        ious = dict.fromkeys(CAMVID_CLASSES, 0.5)
+        ious['Pole'] = pole
+        p.write_text(json.dumps({'miou': miou, 'per_class_iou': ious}))
+        return str(p)
+
+    out = tmp_path / 'seeds.json'
+    assert main(['--group', 'cnn', report('c0', 0.42, 0.1), report('c1', 0.40, 0.3),
+                 '--group', 'vit', report('v0', 0.43, 0.2), '--out', str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s['cnn']['spread']['miou'] == pytest.approx({'mean': 0.41, 'min': 0.40, 'max': 0.42})
+    assert s['cnn']['spread']['Pole']['mean'] == pytest.approx(0.2)
+    assert s['vit']['miou_mean_minus_first'] == pytest.approx(0.02)
+    assert '0.4200 / 0.4000' in capsys.readouterr().out
+    assert main(['--group', 'cnn', str(tmp_path / 'missing.json'), '--out', str(out)]) == 2
+    assert main(['--group', 'cnn', '--out', str(tmp_path / 'x.json')]) == 2
+    assert 'no report' in capsys.readouterr().err and not (tmp_path / 'x.json').exists()
+
+
 def test_copy_paste_pastes_exactly_the_chosen_classes():
     from vit_seg_train.copy_paste import class_ids, paste
 
