@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.setup-stamp
 DEMO_BAG ?= vit_seg_node/data/bags/camvid_val_sample
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test lint bench bench-val models reference tune clean-venv
+.PHONY: setup demo test lint bench bench-val models vit-models reference tune clean-venv
 
 setup:
 	@set -e; \
@@ -94,6 +94,19 @@ models: setup reference
 	$(QUANTIZE) --model $(W)/fast_fp32.onnx --out $(W)/fast_mixed.onnx
 	$(STRIDE2) --model $(W)/fast_mixed.onnx --out $(M)/fast.onnx
 	$(RECORD) --model $(M)/fast.onnx
+
+# The plain ViT's FP32 and fast models (camvid_vit_tiny, camvid_vit_tiny_neighbor: the reduction
+# w0.7 r0.3 is in its reference's config, the precision plan docs/results/quant/), which earlier
+# figures in docs/ name; rebuilt from their references into runs/models/vit/. Needs the dataset.
+VIT := runs/models/vit
+vit-models: setup reference
+	$(VENV)/bin/vit-seg export --checkpoint training/reference/camvid_vit_tiny/model.safetensors \
+	  --out $(VIT)/default.onnx --frames $(CAMVID) --split val --num-frames 4 --name camvid_vit_tiny
+	$(VENV)/bin/vit-seg export --checkpoint training/reference/camvid_vit_tiny_neighbor/model.safetensors \
+	  --out $(VIT)/fast_fp32.onnx --frames $(CAMVID) --split val --num-frames 4 \
+	  --name camvid_vit_tiny_neighbor
+	$(VENV)/bin/vit-seg quantize --model $(VIT)/fast_fp32.onnx --format dynamic \
+	  --plan docs/results/quant/sensitivity.json --calib $(CAMVID) --out $(VIT)/fast.onnx
 
 # The fast model tuned on this machine (plan and threads chosen beside a busy process, cached in
 # runs/tuned/<key>/): point the node at it with model_path. Needs the dataset.

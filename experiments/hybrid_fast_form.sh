@@ -41,7 +41,7 @@ bash experiments/lraspp_fast.sh "$data" $w
 models+=($w/lraspp.fast.onnx)
 for m in "${models[@]}"; do
   $V/vit-seg eval --model "$m" --data "$data" --split heldout --threads 2 \
-    --json "$out/$(basename "$m" .onnx).json" | head -1
+    --json "$out/$(basename "$m" .onnx).json" | sed -n 1p
 done
 [ "${RUNS:-100}" = 0 ] && exit 0
 args=()

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Arg-max at 1/stride of the input (vit-seg label-stride) on fast.onnx: mIoU on val and on the
+# Arg-max at 1/stride of the input (vit-seg label-stride) on one model: mIoU on val and on the
 # held-out drive for strides 1, 2 and 4, and their latency in one interleaved regimes run.
 #   bash experiments/label_stride.sh DATA OUT_DIR
+# MODEL: a model with labels at the input's resolution; default runs/models/fast_mixed.onnx, the
+# shipped fast model before its label stride (`make models` writes it; `make vit-models` writes
+# the plain ViT's, runs/models/vit/fast.onnx).
 # Writes OUT_DIR/s{1,2,4}_{val,heldout}.json (vit-seg eval), OUT_DIR/regimes.{json,md} and
 # OUT_DIR/summary.json (mIoU per stride and split, p50 ms per regime, the CPU).
 set -euo pipefail
 data=$1 out=$2
 V=${VENV:-.venv}/bin
+model=${MODEL:-runs/models/fast_mixed.onnx}
 mkdir -p "$out" runs/label_stride
-cp vit_seg_node/data/models/fast.onnx runs/label_stride/fast_s1.onnx
-cp vit_seg_node/data/models/fast.card.yaml runs/label_stride/fast_s1.card.yaml
+cp "$model" runs/label_stride/fast_s1.onnx
+cp "${model%.onnx}.card.yaml" runs/label_stride/fast_s1.card.yaml
 for s in 2 4; do
-  $V/vit-seg label-stride --model vit_seg_node/data/models/fast.onnx \
+  $V/vit-seg label-stride --model "$model" \
     --out runs/label_stride/fast_s$s.onnx --stride $s --frames "$data" > /dev/null
 done
 for s in 1 2 4; do

@@ -233,3 +233,15 @@ def test_all_ignored_labels_give_valid_json(workspace, tmp_path):
                  '--json', str(out)]) == 0
     rep = json.loads(out.read_text())   # strict JSON: no NaN
     assert rep['miou'] is None or math.isfinite(rep['miou'])
+
+
+def test_a_closed_pipe_ends_the_cli_quietly():
+    """`vit-seg models | head -0`: the reader is gone before the first line; no traceback."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, '-m', 'vit_seg_node.cli', 'models'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()                      # every write of the child now fails with EPIPE
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and err == '', err

@@ -475,6 +475,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`vit-seg eval ... | head -1`): no traceback, and none at exit
+        # when Python flushes stdout again; 141 = 128 + SIGPIPE, what a shell tool returns
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == '__main__':
