@@ -102,6 +102,57 @@ def test_exports_static_and_matches_pytorch(reduction, frames, tmp_path):
     assert ops & {'MatMulInteger', 'DynamicQuantizeLinear'}
 
 
+FINE = {'d_model': 16, 'skip_dim': 8, 'depth': 1, 'fine_dim': 8}
+
+
+def test_the_stride4_refinement_starts_as_the_stride8_decoder():
+    import torch.nn.functional as F
+
+    x = torch.randn(1, 3, *IMG)
+    base, fine = hybrid(), hybrid(decoder_args=FINE)
+    missing, unexpected = fine.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith('decoder.fine.') for k in missing)
+    with torch.no_grad():
+        want = base.forward_head(base.forward_features(x), (4, 6))        # stride 8: 8 x 12
+        want = F.interpolate(want, size=(16, 24), mode='bilinear', align_corners=False)
+        got = fine.forward_head(fine.forward_features(x), (4, 6))         # stride 4
+        assert got.shape == (1, 11, 16, 24) and torch.allclose(got, want, atol=1e-6)
+        fine.decoder.fine.classifier.bias += 1.0                          # training moves it
+        assert not torch.allclose(fine.forward_head(fine.forward_features(x), (4, 6)), want)
+        assert fine(x).shape == base(x).shape == (1, 11, *IMG)
+
+
+def test_init_from_may_lack_only_the_named_new_layers(tmp_path):
+    from safetensors.torch import save_file
+
+    from vit_seg_node.core.errors import UserError
+    from vit_seg_train.train import load_initial_weights, set_train_mode
+
+    def saved(model, name):
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / name)
+        return str(tmp_path / name)
+
+    base, fine = hybrid(), hybrid(decoder_args=FINE)
+    load_initial_weights(fine, saved(base, 'base.safetensors'), ['decoder.fine'])
+    assert torch.equal(fine.decoder.classifier.weight, base.decoder.classifier.weight)
+    with pytest.raises(UserError, match='missing'):
+        load_initial_weights(hybrid(decoder_args=FINE), str(tmp_path / 'base.safetensors'))
+    with pytest.raises(UserError, match='unexpected'):     # a checkpoint with more than the model
+        load_initial_weights(hybrid(), saved(fine, 'fine.safetensors'), ['decoder.fine'])
+    set_train_mode(fine, 'encoder')                        # new decoder BatchNorm learns its stats
+    bns = [m for m in fine.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not any(m.training for m in bns if m in set(fine.encoder.modules()))
+    assert all(m.training for m in fine.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_the_refined_decoder_exports_static_and_matches_pytorch(frames, tmp_path):
+    model = hybrid(decoder_args=FINE)
+    with torch.no_grad():
+        model.decoder.fine.classifier.bias += 0.5          # not the zero start
+    rep = export_onnx(model, card_for(model, 'fine'), tmp_path / 'f.onnx', frames)
+    assert rep['max_relative_error'] < 1e-4 and graph_problems(tmp_path / 'f.onnx') == []
+
+
 def test_trains_on_crops_smaller_than_its_input(tmp_path):
     from pathlib import Path
 

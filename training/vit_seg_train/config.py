@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
               'grad_clip': 1.0, 'eval_every': 5, 'checkpoint_every': 100, 'num_workers': 2,
               'amp': 'auto', 'max_steps': 0, 'threads': 0, 'log_every': 10,
               'init_from': '', 'freeze_bn': False, 'trainable': 'all',
+              # name prefixes init_from may lack (new layers, e.g. decoder.fine); the rest must fit
+              'init_missing': [],
               # quantization-aware: {calibrator: minmax|percentile|mse, frames: N, plan: {...}}
               'fake_quant': None,
               # self-distillation from the unreduced model: {weight: a, temperature: T,

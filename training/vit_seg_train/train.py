@@ -17,7 +17,7 @@ from pathlib import Path
 import shlex
 import sys
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -87,13 +87,33 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, world: int = 1,
     return out
 
 
-def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    """Train mode; with ``freeze_bn`` BatchNorm keeps its running statistics (fine-tuning)."""
+def set_train_mode(model: nn.Module, freeze_bn: bool | str) -> None:
+    """Set train mode; ``freeze_bn`` keeps BatchNorm's running statistics (fine-tuning).
+
+    ``true``: everywhere; ``encoder``: in the encoder only (a decoder with new layers on it).
+    """
     model.train()
     if freeze_bn:
-        for m in model.modules():
+        frozen = model.encoder if freeze_bn == 'encoder' else model
+        for m in frozen.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+
+
+def load_initial_weights(model: nn.Module, path: str, missing_ok: Sequence[str] = ()) -> None:
+    """Load ``train.init_from``: every tensor must match, but new layers may be absent.
+
+    ``missing_ok`` (``train.init_missing``): name prefixes, e.g. ``decoder.fine``, whose
+    tensors the checkpoint need not have; they keep their initialisation.
+    """
+    from vit_seg_train.checkpoint import load_state_dict
+
+    missing, unexpected = model.load_state_dict(load_state_dict(path), strict=False)
+    missing = [k for k in missing if not k.startswith(tuple(missing_ok))]
+    if missing or unexpected:
+        raise UserError(f'train.init_from {path} does not fit the model: missing '
+                        f'{missing[:3]}{"..." if len(missing) > 3 else ""}, unexpected '
+                        f'{unexpected[:3]}{"..." if len(unexpected) > 3 else ""}')
 
 
 def _collate(items):
@@ -295,9 +315,7 @@ class Run:
         if _needs_dynamic_size(model, d.get('crop'), self.cfg['model']['img_size']):
             model = build_model(self.cfg, dynamic_img_size=True)
         if tc.get('init_from') and not self.resuming:
-            from vit_seg_train.checkpoint import load_state_dict
-
-            model.load_state_dict(load_state_dict(tc['init_from']), strict=True)
+            load_initial_weights(model, tc['init_from'], tc.get('init_missing') or ())
         if tc.get('fake_quant'):
             # decoder adaptation / QAT under INT8 fake quantization (vit_seg_train.fakequant):
             # scales calibrated once here, or restored with the model state on resume
@@ -314,6 +332,9 @@ class Run:
                 p.requires_grad_(False)
         elif tc.get('trainable', 'all') != 'all':
             raise UserError(f'train.trainable must be all or decoder, got {tc["trainable"]!r}')
+        if tc.get('freeze_bn', False) not in (True, False, 'encoder'):
+            raise UserError(f'train.freeze_bn must be true, false or encoder, got '
+                            f'{tc["freeze_bn"]!r}')
         return model
 
     def _restore(self) -> None:

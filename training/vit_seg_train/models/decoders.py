@@ -1,4 +1,4 @@
-"""Decoder heads: patch tokens -> class logits on the dense H/16 x W/16 grid (or H/8: ``skip``).
+"""Decoder heads: patch tokens -> class logits on the dense H/16 x W/16 grid (H/8, H/4: ``skip``).
 
 The tokens are either the dense grid (``assign=None``) or the reduced tokens of a token-reduction
 encoder with ``assign`` (B x N): dense position ``q`` holds token ``assign[:, q]``. On reduced
@@ -116,12 +116,20 @@ class SkipDecoder(nn.Module):
     classifier: the light fusion of the mobile segmenters (LRASPP, SeaFormer, EfficientViT-Seg),
     which recovers the thin classes a stride-16 grid cannot draw. ``skip_dim=0``: no skip (the
     same head on the upsampled tokens alone), for measuring what the skip brings.
+
+    ``fine_dim > 0`` adds a residual refinement at stride 4: the fused stride-8 features,
+    upsampled, concatenated with the stem's stride-4 map projected to ``fine_dim`` channels, one
+    depthwise-separable block and a 1x1 classifier whose logits are added to the stride-8 logits
+    (upsampled). That classifier starts at zero, so the refined decoder starts as the stride-8
+    one: loaded from a stride-8 checkpoint (``train.init_missing: [decoder.fine]``) it gives the
+    same logits until training moves it.
     """
 
     uses_skip = True
 
     def __init__(self, embed_dim: int, num_classes: int, skip_channels: int = 0,
-                 d_model: int = 96, skip_dim: int = 48, depth: int = 2, **_: object) -> None:
+                 d_model: int = 96, skip_dim: int = 48, depth: int = 2, fine_channels: int = 0,
+                 fine_dim: int = 0, **_: object) -> None:
         super().__init__()
         self.proj = nn.Linear(embed_dim, d_model)
         self.skip_proj = _conv_bn_relu(skip_channels, skip_dim) if skip_dim else None
@@ -132,11 +140,12 @@ class SkipDecoder(nn.Module):
             c = d_model
         self.fuse = nn.Sequential(*blocks)
         self.classifier = nn.Conv2d(c, num_classes, 1)
+        self.fine = FineRefinement(c, fine_channels, fine_dim, num_classes) if fine_dim else None
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int],
-                assign: Optional[torch.Tensor] = None,
-                skip: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Map B x n x C tokens (and the B x S x 2gh x 2gw skip) to logits on the skip's grid."""
+                assign: Optional[torch.Tensor] = None, skip: Optional[torch.Tensor] = None,
+                fine: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Map B x n x C tokens (and the skip maps) to logits at stride 8 (4 when refined)."""
         x = to_grid(self.proj(tokens), grid, assign)
         size = skip.shape[-2:] if skip is not None else (2 * grid[0], 2 * grid[1])
         x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
@@ -144,7 +153,36 @@ class SkipDecoder(nn.Module):
             if skip is None:
                 raise ValueError('SkipDecoder needs the stride-8 skip (a hybrid encoder)')
             x = torch.cat([x, self.skip_proj(skip)], 1)
-        return self.classifier(self.fuse(x))
+        x = self.fuse(x)
+        if self.fine is None:
+            return self.classifier(x)
+        if fine is None:
+            raise ValueError('SkipDecoder(fine_dim > 0) needs the stride-4 map (a hybrid encoder)')
+        return self.fine(x, self.classifier(x), fine)
+
+
+class FineRefinement(nn.Module):
+    """Stride-4 residual logits from upsampled stride-8 features and the stem's stride-4 map."""
+
+    def __init__(self, channels: int, fine_channels: int, fine_dim: int,
+                 num_classes: int) -> None:
+        super().__init__()
+        if fine_channels < 1:
+            raise ValueError('the stride-4 refinement needs the stride-4 map\'s channels')
+        self.proj = _conv_bn_relu(fine_channels, fine_dim)
+        c = channels + fine_dim
+        self.block = nn.Sequential(_conv_bn_relu(c, c, 3, groups=c), _conv_bn_relu(c, fine_dim))
+        self.classifier = nn.Conv2d(fine_dim, num_classes, 1)
+        nn.init.zeros_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: torch.Tensor, logits: torch.Tensor,
+                fine: torch.Tensor) -> torch.Tensor:
+        """Return ``logits`` upsampled to ``fine``'s grid plus the refinement's logits."""
+        size = fine.shape[-2:]
+        up = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+        base = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+        return base + self.classifier(self.block(torch.cat([up, self.proj(fine)], 1)))
 
 
 DECODERS = {'linear': LinearDecoder, 'mask_transformer': MaskTransformerDecoder,

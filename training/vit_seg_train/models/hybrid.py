@@ -7,12 +7,12 @@ all attend only on coarse tokens). This family keeps the project's transformer -
 ``VisionTransformer`` blocks on the stride-16 token grid, where the token reductions act -- and
 replaces the patchify stem with MobileNetV2 inverted-residual stages (stride 2, 4, 8, 16). The
 stride-8 feature map is kept as a skip for the decoder (``SkipDecoder``): thin classes (poles,
-signs) are lost at stride 16.
+signs) are lost at stride 16; the stride-4 map too, for a decoder that refines at stride 4.
 
 The stages are timm's ``PatchEmbed`` with a new ``proj`` (as the conv stem of ``stems.py``), so
 timm's grid, dynamic size, position embeddings and the reduction wiring are unchanged. The skip
-is the one extra output: ``ConvStages`` keeps the stride-8 map of its last call and
-``HybridSegmenter`` hands it to the decoder.
+is the one extra output: ``ConvStages`` keeps the stride-8 (and stride-4) maps of its last call
+and ``HybridSegmenter`` hands them to the decoder.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from vit_seg_train.models.decoders import DECODERS
 from vit_seg_train.models.segmenter import Segmenter
 
 SKIP_STAGE = 2   # stages are at stride 2, 4, 8, 16: the third one's output is the stride-8 skip
+FINE_STAGE = 1   # ... and the second one's the stride-4 map
 
 
 def conv_bn(c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1,
@@ -58,7 +59,7 @@ class InvertedResidual(nn.Module):
 
 
 class ConvStages(nn.Module):
-    """Four stride-2 stages of inverted residuals; keeps the stride-8 map of the last call.
+    """Four stride-2 stages of inverted residuals; keeps the stride-8 and 4 maps of the last call.
 
     ``widths[i]`` channels and ``depths[i]`` blocks in stage ``i`` (the first block of a stage
     strides); stage 0 starts with a plain 3x3 convolution from the image. ``embed_dim``: the 1x1
@@ -80,14 +81,18 @@ class ConvStages(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head = nn.Conv2d(c, embed_dim, 1)
         self.skip_channels = int(widths[SKIP_STAGE])
+        self.fine_channels = int(widths[FINE_STAGE])
         self.skip: Optional[torch.Tensor] = None
+        self.fine: Optional[torch.Tensor] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the stride-16 map at ``embed_dim`` channels; keep the stride-8 one."""
+        """Return the stride-16 map at ``embed_dim`` channels; keep the stride-8 and 4 ones."""
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i == SKIP_STAGE:
                 self.skip = x
+            elif i == FINE_STAGE:
+                self.fine = x
         return self.head(x)
 
 
@@ -105,14 +110,15 @@ class HybridStem(PatchEmbed):
 
 
 class HybridSegmenter(Segmenter):
-    """A ``Segmenter`` whose decoder also reads the stem's stride-8 map (``skip``)."""
+    """A ``Segmenter`` whose decoder also reads the stem's stride-8 (and 4) maps."""
 
     def forward_head(self, tokens: torch.Tensor, grid: tuple[int, int],
                      assign: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Decode tokens (dense or reduced) with the stride-8 skip of the same forward pass."""
+        """Decode tokens (dense or reduced) with the skips of the same forward pass."""
         if not getattr(self.decoder, 'uses_skip', False):
             return self.decoder(tokens, grid, assign)
-        return self.decoder(tokens, grid, assign, skip=self.encoder.patch_embed.proj.skip)
+        stages = self.encoder.patch_embed.proj
+        return self.decoder(tokens, grid, assign, skip=stages.skip, fine=stages.fine)
 
 
 def build_hybrid(num_classes: int, img_size: Sequence[int], embed_dim: int = 192,
@@ -143,5 +149,6 @@ def build_hybrid(num_classes: int, img_size: Sequence[int], embed_dim: int = 192
         drop_path_rate=drop_path_rate, **encoder_args)
     head = DECODERS[decoder](embed_dim=embed_dim, num_classes=num_classes,
                              skip_channels=encoder.patch_embed.proj.skip_channels,
+                             fine_channels=encoder.patch_embed.proj.fine_channels,
                              **(decoder_args or {}))
     return attach_reduction(HybridSegmenter(encoder, head), reduction, tuple(img_size))
