@@ -49,6 +49,7 @@ REF_FILES  := d5c1ef3:training/reference/camvid_vit_tiny/model.safetensors \
               0f85469:training/reference/heldout_hybrid_c0136d4w_cpu/model.safetensors \
               d0a2cb3:training/reference/heldout_hybrid_c0136d4w_e150_cpu/model.safetensors \
               cd3e86a:training/reference/heldout_hybrid_c0136d4w_e150_adapted/model.safetensors \
+              ebdb23b:training/reference/heldout_hybrid_c0136d4w_e150_fine/model.safetensors \
               8ccb337:training/reference/camvid_hybrid_c0136d4w_base/model.safetensors \
               8ccb337:training/reference/camvid_hybrid_c0136d4w/model.safetensors
 reference:
