@@ -149,8 +149,16 @@ def test_the_refined_decoder_exports_static_and_matches_pytorch(frames, tmp_path
     model = hybrid(decoder_args=FINE)
     with torch.no_grad():
         model.decoder.fine.classifier.bias += 0.5          # not the zero start
-    rep = export_onnx(model, card_for(model, 'fine'), tmp_path / 'f.onnx', frames)
+    card = card_for(model, 'fine')
+    rep = export_onnx(model, card, tmp_path / 'f.onnx', frames)
     assert rep['max_relative_error'] < 1e-4 and graph_problems(tmp_path / 'f.onnx') == []
+    # the Q/DQ form for TensorRT passes the same checks
+    from vit_seg_optimize.quant import quantize_qdq
+
+    calib = frames_to_batches(frames[:2], card)
+    q = quantize_qdq(tmp_path / 'f.onnx', tmp_path / 'q.onnx', calib, card.input_name)
+    assert graph_problems(q) == [] and any(
+        n.op_type == 'QuantizeLinear' for n in onnx.load(str(q)).graph.node)
 
 
 def test_trains_on_crops_smaller_than_its_input(tmp_path):
