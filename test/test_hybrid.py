@@ -139,6 +139,9 @@ def test_init_from_may_lack_only_the_named_new_layers(tmp_path):
         load_initial_weights(hybrid(decoder_args=FINE), str(tmp_path / 'base.safetensors'))
     with pytest.raises(UserError, match='unexpected'):     # a checkpoint with more than the model
         load_initial_weights(hybrid(), saved(fine, 'fine.safetensors'), ['decoder.fine'])
+    wider = hybrid(decoder_args={'d_model': 24, 'skip_dim': 8, 'depth': 1})
+    with pytest.raises(UserError, match='size mismatch'):  # a tensor of another shape: one line
+        load_initial_weights(wider, str(tmp_path / 'base.safetensors'))
     set_train_mode(fine, 'encoder')                        # new decoder BatchNorm learns its stats
     bns = [m for m in fine.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert not any(m.training for m in bns if m in set(fine.encoder.modules()))

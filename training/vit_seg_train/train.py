@@ -108,7 +108,11 @@ def load_initial_weights(model: nn.Module, path: str, missing_ok: Sequence[str] 
     """
     from vit_seg_train.checkpoint import load_state_dict
 
-    missing, unexpected = model.load_state_dict(load_state_dict(path), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(load_state_dict(path), strict=False)
+    except RuntimeError as exc:   # a tensor of another shape: torch's multi-line report
+        raise UserError(f'train.init_from {path} does not fit the model: '
+                        f'{str(exc).splitlines()[-1].strip()}') from None
     missing = [k for k in missing if not k.startswith(tuple(missing_ok))]
     if missing or unexpected:
         raise UserError(f'train.init_from {path} does not fit the model: missing '
