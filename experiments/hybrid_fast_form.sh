@@ -11,7 +11,8 @@
 # THREADS (default 2-runspin), REPEATS (default 1) and RUNS (default 100; 0: score only, no
 # timing) pass to `vit-seg regimes`. PLAN: one sensitivity report whose plan every checkpoint
 # takes, none measured (for checkpoints adapted with the reduction attached, whose own export is
-# not the dense model).
+# not the dense model). PEER: the LRASPP checkpoint scored and timed beside them (default the
+# held-out reference; `none`: no peer).
 set -euo pipefail
 data=$1 out=$2
 shift 2
@@ -37,8 +38,10 @@ for ckpt in "$@"; do
     --frames "$data" --split heldout > /dev/null
   models+=($w/$name.fast.onnx)
 done
-bash experiments/lraspp_fast.sh "$data" $w
-models+=($w/lraspp.fast.onnx)
+if [ "${PEER:-}" != none ]; then
+  bash experiments/lraspp_fast.sh "$data" $w ${PEER:-}
+  models+=($w/lraspp.fast.onnx)
+fi
 for m in "${models[@]}"; do
   $V/vit-seg eval --model "$m" --data "$data" --split heldout --threads 2 \
     --json "$out/$(basename "$m" .onnx).json" | sed -n 1p

@@ -148,6 +148,28 @@ def test_init_from_may_lack_only_the_named_new_layers(tmp_path):
     assert all(m.training for m in fine.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
+def test_trainable_names_train_only_those_modules_and_keep_every_other_statistic():
+    from vit_seg_node.core.errors import UserError
+    from vit_seg_train.train import freeze_parameters, set_train_mode
+
+    fine = hybrid(decoder_args=FINE)
+    freeze_parameters(fine, ['decoder.fine'])
+    learning = {n for n, p in fine.named_parameters() if p.requires_grad}
+    assert learning and all(n.startswith('decoder.fine.') for n in learning)
+    set_train_mode(fine, False, ['decoder.fine'])
+    bns = {n: m.training for n, m in fine.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert any(bns.values()) and all(t == n.startswith('decoder.fine.') for n, t in bns.items())
+    before = {k: v.clone() for k, v in fine.state_dict().items()}
+    fine(torch.randn(2, 3, *IMG)).sum().backward()                  # one step of a frozen rest
+    torch.optim.SGD([p for p in fine.parameters() if p.requires_grad], lr=0.1).step()
+    changed = {k for k, v in fine.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith('decoder.fine.') for k in changed)
+    freeze_parameters(hybrid(), 'decoder')                           # the named forms still work
+    for bad in (['decoder.nothing'], [], 'encoder', [3], {'decoder': 1}):
+        with pytest.raises(UserError, match='train.trainable'):
+            freeze_parameters(hybrid(decoder_args=FINE), bad)
+
+
 def test_the_refined_decoder_exports_static_and_matches_pytorch(frames, tmp_path):
     model = hybrid(decoder_args=FINE)
     with torch.no_grad():

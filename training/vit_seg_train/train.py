@@ -87,17 +87,52 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, world: int = 1,
     return out
 
 
-def set_train_mode(model: nn.Module, freeze_bn: bool | str) -> None:
+def _learns(name: str, trainable: str | Sequence[str]) -> bool:
+    """Return whether the parameter or module ``name`` learns under ``train.trainable``."""
+    if trainable == 'all':
+        return True
+    if trainable == 'decoder':
+        return not name.startswith('encoder.')
+    return any(name == p or name.startswith(p + '.') for p in trainable)
+
+
+def freeze_parameters(model: nn.Module, trainable: str | Sequence[str]) -> None:
+    """Apply ``train.trainable``: ``all``, ``decoder`` (encoder frozen) or a list of names.
+
+    A list (e.g. ``[decoder.fine]``) trains only the modules it names, and
+    ``set_train_mode`` keeps every other BatchNorm's statistics too: the rest of the
+    model is exactly the checkpoint it came from.
+    """
+    if isinstance(trainable, str) and trainable not in ('all', 'decoder') or \
+            not isinstance(trainable, str) and (
+                not isinstance(trainable, (list, tuple)) or not trainable
+                or not all(isinstance(p, str) for p in trainable)):
+        raise UserError(f'train.trainable must be all, decoder or a list of module names, '
+                        f'got {trainable!r}')
+    names = [n for n, _ in model.named_parameters()]
+    if not isinstance(trainable, str):
+        unknown = [p for p in trainable if not any(_learns(n, [p]) for n in names)]
+        if unknown:
+            raise UserError(f'train.trainable names no parameter of the model: {unknown}')
+    for name, p in model.named_parameters():
+        if not _learns(name, trainable):
+            p.requires_grad_(False)
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool | str,
+                   trainable: str | Sequence[str] = 'all') -> None:
     """Set train mode; ``freeze_bn`` keeps BatchNorm's running statistics (fine-tuning).
 
     ``true``: everywhere; ``encoder``: in the encoder only (a decoder with new layers on it).
+    With ``trainable`` a list of names, BatchNorms outside them keep their statistics anyway.
     """
     model.train()
-    if freeze_bn:
-        frozen = model.encoder if freeze_bn == 'encoder' else model
-        for m in frozen.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
+        if freeze_bn is True or freeze_bn == 'encoder' and name.startswith('encoder.') or \
+                not isinstance(trainable, str) and not _learns(name, trainable):
+            m.eval()
 
 
 def load_initial_weights(model: nn.Module, path: str, missing_ok: Sequence[str] = ()) -> None:
@@ -331,15 +366,15 @@ class Run:
                 calibrate_on_split(model, d['root'], d['train_split'], self.card,
                                    int(fq.get('frames', 16)))
         model = model.to(self.device)
-        if tc.get('trainable', 'all') == 'decoder':    # decoder adaptation: encoder frozen
-            for p in model.encoder.parameters():
-                p.requires_grad_(False)
-        elif tc.get('trainable', 'all') != 'all':
-            raise UserError(f'train.trainable must be all or decoder, got {tc["trainable"]!r}')
+        freeze_parameters(model, tc.get('trainable', 'all'))
         if tc.get('freeze_bn', False) not in (True, False, 'encoder'):
             raise UserError(f'train.freeze_bn must be true, false or encoder, got '
                             f'{tc["freeze_bn"]!r}')
         return model
+
+    def _train_mode(self) -> None:
+        set_train_mode(self.model, self.tc.get('freeze_bn', False),
+                       self.tc.get('trainable', 'all'))
 
     def _restore(self) -> None:
         try:
@@ -443,7 +478,7 @@ class Run:
         progress = _progress(self.total, self.step, disable=self.rank != 0)
         while self.step < self.total:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-            set_train_mode(self.model, tc.get('freeze_bn', False))
+            self._train_mode()
             batches = self.batches(epoch, in_epoch)
             while True:
                 t0 = time.perf_counter()
@@ -466,7 +501,7 @@ class Run:
                 if epoch_end and ((epoch + 1) % tc['eval_every'] == 0 or self.step == self.total):
                     if self.rank == 0:
                         self.validate(epoch, progress)
-                        set_train_mode(self.model, tc.get('freeze_bn', False))
+                        self._train_mode()
                 if self.rank == 0 and (self.step % tc['checkpoint_every'] == 0 or epoch_end
                                        or self.step == self.total):
                     save_checkpoint(self.last, self.state())
