@@ -50,6 +50,8 @@ REF_FILES  := d5c1ef3:training/reference/camvid_vit_tiny/model.safetensors \
               d0a2cb3:training/reference/heldout_hybrid_c0136d4w_e150_cpu/model.safetensors \
               cd3e86a:training/reference/heldout_hybrid_c0136d4w_e150_adapted/model.safetensors \
               ebdb23b:training/reference/heldout_hybrid_c0136d4w_e150_fine/model.safetensors \
+              f442e81:training/reference/heldout_hybrid_c0136d4w_e150_branch/model.safetensors \
+              f442e81:training/reference/heldout_lraspp_mbv3_s1/model.safetensors \
               8ccb337:training/reference/camvid_hybrid_c0136d4w_base/model.safetensors \
               8ccb337:training/reference/camvid_hybrid_c0136d4w/model.safetensors \
               26e3a68:training/reference/camvid_hybrid_c0136d4w_fine/model.safetensors
