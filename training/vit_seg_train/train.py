@@ -130,8 +130,10 @@ def set_train_mode(model: nn.Module, freeze_bn: bool | str,
     for name, m in model.named_modules():
         if not isinstance(m, nn.modules.batchnorm._BatchNorm):
             continue
-        if freeze_bn is True or freeze_bn == 'encoder' and name.startswith('encoder.') or \
-                not isinstance(trainable, str) and not _learns(name, trainable):
+        everywhere = bool(freeze_bn) and freeze_bn != 'encoder'
+        in_encoder = freeze_bn == 'encoder' and name.startswith('encoder.')
+        outside_list = not isinstance(trainable, str) and not _learns(name, trainable)
+        if everywhere or in_encoder or outside_list:
             m.eval()
 
 
