@@ -103,14 +103,13 @@ def freeze_parameters(model: nn.Module, trainable: str | Sequence[str]) -> None:
     ``set_train_mode`` keeps every other BatchNorm's statistics too: the rest of the
     model is exactly the checkpoint it came from.
     """
-    if isinstance(trainable, str) and trainable not in ('all', 'decoder') or \
-            not isinstance(trainable, str) and (
-                not isinstance(trainable, (list, tuple)) or not trainable
-                or not all(isinstance(p, str) for p in trainable)):
+    named = isinstance(trainable, str)
+    if not (trainable in ('all', 'decoder') if named else isinstance(trainable, (list, tuple))
+            and trainable and all(isinstance(p, str) for p in trainable)):
         raise UserError(f'train.trainable must be all, decoder or a list of module names, '
                         f'got {trainable!r}')
     names = [n for n, _ in model.named_parameters()]
-    if not isinstance(trainable, str):
+    if not named:
         unknown = [p for p in trainable if not any(_learns(n, [p]) for n in names)]
         if unknown:
             raise UserError(f'train.trainable names no parameter of the model: {unknown}')
@@ -127,10 +126,10 @@ def set_train_mode(model: nn.Module, freeze_bn: bool | str,
     With ``trainable`` a list of names, BatchNorms outside them keep their statistics anyway.
     """
     model.train()
+    everywhere = bool(freeze_bn) and freeze_bn != 'encoder'
     for name, m in model.named_modules():
         if not isinstance(m, nn.modules.batchnorm._BatchNorm):
             continue
-        everywhere = bool(freeze_bn) and freeze_bn != 'encoder'
         in_encoder = freeze_bn == 'encoder' and name.startswith('encoder.')
         outside_list = not isinstance(trainable, str) and not _learns(name, trainable)
         if everywhere or in_encoder or outside_list:
