@@ -103,13 +103,22 @@ def test_exports_static_and_matches_pytorch(reduction, frames, tmp_path):
 
 
 FINE = {'d_model': 16, 'skip_dim': 8, 'depth': 1, 'fine_dim': 8}
+NARROW = {**FINE, 'fine_context': 4}     # stride-8 features narrowed to 4 channels first
 
 
-def test_the_stride4_refinement_starts_as_the_stride8_decoder():
+def test_the_narrow_refinement_moves_fewer_channels_at_stride4():
+    wide, narrow = hybrid(decoder_args=FINE), hybrid(decoder_args=NARROW)
+    assert wide.decoder.fine.block[0][0].in_channels == 16 + 8
+    assert narrow.decoder.fine.block[0][0].in_channels == 4 + 8
+    assert wide.decoder.fine.context is None and narrow.decoder.fine.context[0].out_channels == 4
+
+
+@pytest.mark.parametrize('args', [FINE, NARROW], ids=['wide', 'narrow'])
+def test_the_stride4_refinement_starts_as_the_stride8_decoder(args):
     import torch.nn.functional as F
 
     x = torch.randn(1, 3, *IMG)
-    base, fine = hybrid(), hybrid(decoder_args=FINE)
+    base, fine = hybrid(), hybrid(decoder_args=args)
     missing, unexpected = fine.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and missing and all(k.startswith('decoder.fine.') for k in missing)
     with torch.no_grad():
@@ -170,8 +179,9 @@ def test_trainable_names_train_only_those_modules_and_keep_every_other_statistic
             freeze_parameters(hybrid(decoder_args=FINE), bad)
 
 
-def test_the_refined_decoder_exports_static_and_matches_pytorch(frames, tmp_path):
-    model = hybrid(decoder_args=FINE)
+@pytest.mark.parametrize('args', [FINE, NARROW], ids=['wide', 'narrow'])
+def test_the_refined_decoder_exports_static_and_matches_pytorch(frames, tmp_path, args):
+    model = hybrid(decoder_args=args)
     with torch.no_grad():
         model.decoder.fine.classifier.bias += 0.5          # not the zero start
     card = card_for(model, 'fine')

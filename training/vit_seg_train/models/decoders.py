@@ -122,14 +122,17 @@ class SkipDecoder(nn.Module):
     depthwise-separable block and a 1x1 classifier whose logits are added to the stride-8 logits
     (upsampled). That classifier starts at zero, so the refined decoder starts as the stride-8
     one: loaded from a stride-8 checkpoint (``train.init_missing: [decoder.fine]``) it gives the
-    same logits until training moves it.
+    same logits until training moves it. ``fine_context > 0`` first narrows the stride-8 features
+    to that many channels (a 1x1 conv at stride 8), so that the upsampling, the concatenation and
+    the depthwise conv at stride 4 move a fraction of the bytes: the refinement's cost on a CPU is
+    memory traffic at stride 4, not arithmetic.
     """
 
     uses_skip = True
 
     def __init__(self, embed_dim: int, num_classes: int, skip_channels: int = 0,
                  d_model: int = 96, skip_dim: int = 48, depth: int = 2, fine_channels: int = 0,
-                 fine_dim: int = 0, **_: object) -> None:
+                 fine_dim: int = 0, fine_context: int = 0, **_: object) -> None:
         super().__init__()
         self.proj = nn.Linear(embed_dim, d_model)
         self.skip_proj = _conv_bn_relu(skip_channels, skip_dim) if skip_dim else None
@@ -140,7 +143,8 @@ class SkipDecoder(nn.Module):
             c = d_model
         self.fuse = nn.Sequential(*blocks)
         self.classifier = nn.Conv2d(c, num_classes, 1)
-        self.fine = FineRefinement(c, fine_channels, fine_dim, num_classes) if fine_dim else None
+        self.fine = (FineRefinement(c, fine_channels, fine_dim, num_classes, fine_context)
+                     if fine_dim else None)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int],
                 assign: Optional[torch.Tensor] = None, skip: Optional[torch.Tensor] = None,
@@ -165,12 +169,13 @@ class FineRefinement(nn.Module):
     """Stride-4 residual logits from upsampled stride-8 features and the stem's stride-4 map."""
 
     def __init__(self, channels: int, fine_channels: int, fine_dim: int,
-                 num_classes: int) -> None:
+                 num_classes: int, context: int = 0) -> None:
         super().__init__()
         if fine_channels < 1:
             raise ValueError('the stride-4 refinement needs the stride-4 map\'s channels')
         self.proj = _conv_bn_relu(fine_channels, fine_dim)
-        c = channels + fine_dim
+        self.context = _conv_bn_relu(channels, context) if context > 0 else None
+        c = (context if context > 0 else channels) + fine_dim
         self.block = nn.Sequential(_conv_bn_relu(c, c, 3, groups=c), _conv_bn_relu(c, fine_dim))
         self.classifier = nn.Conv2d(fine_dim, num_classes, 1)
         nn.init.zeros_(self.classifier.weight)
@@ -180,6 +185,8 @@ class FineRefinement(nn.Module):
                 fine: torch.Tensor) -> torch.Tensor:
         """Return ``logits`` upsampled to ``fine``'s grid plus the refinement's logits."""
         size = fine.shape[-2:]
+        if self.context is not None:
+            x = self.context(x)
         up = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
         base = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
         return base + self.classifier(self.block(torch.cat([up, self.proj(fine)], 1)))
