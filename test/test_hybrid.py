@@ -111,6 +111,8 @@ def test_the_narrow_refinement_moves_fewer_channels_at_stride4():
     assert wide.decoder.fine.block[0][0].in_channels == 16 + 8
     assert narrow.decoder.fine.block[0][0].in_channels == 4 + 8
     assert wide.decoder.fine.context is None and narrow.decoder.fine.context[0].out_channels == 4
+    with pytest.raises(ValueError, match='fine_context'):
+        hybrid(decoder_args={**FINE, 'fine_context': -1})
 
 
 @pytest.mark.parametrize('args', [FINE, NARROW], ids=['wide', 'narrow'])

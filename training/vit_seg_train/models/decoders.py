@@ -173,6 +173,8 @@ class FineRefinement(nn.Module):
         super().__init__()
         if fine_channels < 1:
             raise ValueError('the stride-4 refinement needs the stride-4 map\'s channels')
+        if context < 0:
+            raise ValueError(f'fine_context must be >= 0 (0: no narrowing), not {context}')
         self.proj = _conv_bn_relu(fine_channels, fine_dim)
         self.context = _conv_bn_relu(channels, context) if context > 0 else None
         c = (context if context > 0 else channels) + fine_dim
