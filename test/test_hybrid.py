@@ -229,3 +229,16 @@ def test_hybrid_training_configs_build(path):
     assert isinstance(model, HybridSegmenter)
     assert model.encoder.patch_embed.proj.skip_channels == cfg['model'].get(
         'conv_widths', [16, 24, 48, 96])[2]
+
+
+def test_a_config_that_cannot_build_its_model_is_one_user_error(tmp_path):
+    from vit_seg_node.core.errors import UserError
+
+    base = {'model': {'name': 'segvit_hybrid_test', 'img_size': list(IMG), 'stem': 'hybrid',
+                      'decoder': 'skip', 'decoder_args': {**FINE, 'fine_context': -1}}}
+    for model, match in ((base['model'], 'fine_context must be >= 0'),
+                         ({**base['model'], 'name': 'segvit_nothing'}, 'unknown model'),
+                         ({**base['model'], 'stem': 'conv'}, 'own stem')):
+        (tmp_path / 'c.yaml').write_text(yaml.safe_dump({'model': model}))
+        with pytest.raises(UserError, match=match):
+            build_model(load_config(tmp_path / 'c.yaml'))

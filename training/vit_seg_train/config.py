@@ -103,7 +103,11 @@ def build_model(cfg: dict[str, Any], pretrained: bool | None = None, **overrides
     if pretrained is not None:
         kw['pretrained'] = pretrained
     kw.update(overrides)
-    return create_model(name, **kw)
+    try:
+        return create_model(name, **kw)
+    except (KeyError, TypeError, ValueError) as exc:   # an unknown name, option or value
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise UserError(f'cannot build model {name!r} from the config: {msg}') from None
 
 
 def card_from_config(cfg: dict[str, Any], name: str, command: str = '') -> ModelCard:
