@@ -53,6 +53,7 @@ REF_FILES  := d5c1ef3:training/reference/camvid_vit_tiny/model.safetensors \
               f442e81:training/reference/heldout_hybrid_c0136d4w_e150_branch/model.safetensors \
               f442e81:training/reference/heldout_lraspp_mbv3_s1/model.safetensors \
               fb4eca7:training/reference/heldout_hybrid_c0136d4w_e150_narrow/model.safetensors \
+              5a0d6dc:training/reference/heldout_hybrid_c0136d4w_e150_s1_narrow/model.safetensors \
               8ccb337:training/reference/camvid_hybrid_c0136d4w_base/model.safetensors \
               8ccb337:training/reference/camvid_hybrid_c0136d4w/model.safetensors \
               26e3a68:training/reference/camvid_hybrid_c0136d4w_fine/model.safetensors
